@@ -1,0 +1,78 @@
+# Bulwark build. One Makefile, no generated build system.
+#   make            release build: build/bulwark
+#   make SAN=1      ASan+UBSan build: build-san/bulwark
+#   make unit       build and run the C unit tests
+#   make check      everything the README's test command runs (unit + e2e, normal and sanitized)
+#   make fuzz       libFuzzer targets (clang), each run for FUZZ_SECONDS
+
+CC      ?= cc
+SAN     ?= 0
+ifeq ($(SAN),1)
+BUILD   := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1 -g
+else
+BUILD   := build
+SANFLAGS :=
+OPT     := -O2 -g
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -Isrc -MMD -MP
+LDFLAGS += $(SANFLAGS) -pthread
+LDLIBS  := -lssl -lcrypto -lsqlite3
+
+SRCS    := $(shell find src -name '*.c' | sort)
+OBJS    := $(SRCS:%.c=$(BUILD)/obj/%.o)
+LIBOBJS := $(filter-out $(BUILD)/obj/src/main.o,$(OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all unit e2e check check-one run clean fuzz
+all: $(BUILD)/bulwark
+
+$(BUILD)/bulwark: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libbulwark.a: $(LIBOBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Unit tests may #include the .c under test; they link against the rest of the broker.
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libbulwark.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libbulwark.a $(LDFLAGS) $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+e2e: $(BUILD)/bulwark
+	BULWARK_BIN=$(CURDIR)/$(BUILD)/bulwark /usr/bin/python3 -m pytest -q -n $${E2E_JOBS:-4} tests/e2e
+
+# One full pass (unit + e2e) for the current SAN setting.
+check-one: unit e2e
+
+check:
+	$(MAKE) check-one
+	$(MAKE) SAN=1 check-one
+
+run: $(BUILD)/bulwark
+	$(BUILD)/bulwark
+
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_LIBSRCS := $(filter-out src/main.c,$(SRCS))
+build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRCS)
+	@mkdir -p build-fuzz
+	clang -std=c11 -D_GNU_SOURCE -O1 -g -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIBSRCS) -pthread $(LDLIBS)
+fuzz: $(FUZZ_TARGETS)
+	@set -e; for t in $(FUZZ_TARGETS); do n=$${t#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus-$$n; \
+	  echo "== $$t ($(FUZZ_SECONDS)s)"; $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -12; done
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(OBJS:.o=.d)
