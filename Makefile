@@ -17,7 +17,7 @@ SANFLAGS :=
 OPT     := -O2 -g
 endif
 
-WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -Isrc -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
 LDLIBS  := -lssl -lcrypto -lsqlite3

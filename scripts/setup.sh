@@ -8,7 +8,7 @@ PKGS=(
 	libssl-dev libsqlite3-dev
 	clang libclang-rt-14-dev
 	mosquitto mosquitto-clients
-	python3 python3-paho-mqtt python3-pytest python3-pytest-xdist python3-cryptography
+	python3 python3-paho-mqtt python3-pytest python3-pytest-xdist python3-pytest-timeout python3-cryptography
 )
 
 missing=()

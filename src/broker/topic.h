@@ -82,4 +82,16 @@ bool topic_tree_match_filter(const struct topic_tree *t, const char *filter, siz
 /* Visit every stored key with a non-NULL value, in no particular order. */
 bool topic_tree_walk(const struct topic_tree *t, topic_visit_fn fn, void *arg);
 
+/* Added with the implementation (topic.c): the longest name, filter or tree key, the MQTT
+ * limit for a UTF-8 string. A tree never stores a longer key: topic_tree_slot returns NULL
+ * for one even when create is true, and topic_tree_get / topic_tree_prune find nothing. */
+#define TOPIC_MAX_LEN 65535
+/* Also from the implementation: a visit callback must not modify the tree it is called from
+ * (no topic_tree_slot with create, no topic_tree_prune); reading it, and setting values through
+ * topic_tree_slot with create false, is fine.
+ * topic_tree_count walks the whole tree (O(nodes)): for statistics, not for hot paths.
+ * The read-only calls (topic_tree_get, _count, _walk, _match_name, _match_filter, and
+ * topic_tree_slot with create false) never write to the tree, so they may run concurrently
+ * with each other under a reader lock. */
+
 #endif

@@ -88,4 +88,13 @@ const struct hocon_node *hocon_get_path(const struct hocon_node *root, const cha
 /* Name of a type ("object", "string", ...). */
 const char *hocon_type_str(enum hocon_type t);
 
+/* ---- Added after the original interface (hocon.c owner). ---- */
+
+/* Flags for hocon_parse_string_ex. */
+#define HOCON_NO_INCLUDE 0x1u /* `include` is an error ("include is disabled here"): for text that must
+			       * not touch the file system (fuzzing, text received over the control socket) */
+/* hocon_parse_string with HOCON_* flags; flags 0 behaves exactly like hocon_parse_string. */
+struct hocon_node *hocon_parse_string_ex(const char *text, size_t len, const char *name, struct hocon_error *err,
+					 unsigned flags);
+
 #endif

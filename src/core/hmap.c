@@ -19,7 +19,7 @@ void hmap_destroy(struct hmap *m)
 
 static void grow(struct hmap *m)
 {
-	size_t n = m->buckets ? (m->mask + 1) * 2 : 16;
+	size_t n = m->buckets ? (m->mask + 1) * 2 : 4;
 	struct hmap_node **nb = xcalloc(n, sizeof *nb);
 	if (m->buckets) {
 		for (size_t i = 0; i <= m->mask; i++) {

@@ -1,0 +1,621 @@
+/* Broker life cycle: start-up (data dir, development certificates, store, restore,
+ * listeners, workers), the main thread's loop (signals, control socket), reload, and
+ * graceful shutdown. */
+#include "broker/broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/client.h"
+#include "broker/msg.h"
+#include "broker/retain.h"
+#include "broker/route.h"
+#include "broker/session.h"
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "ctl/ctl.h"
+#include "mqtt/mqtt.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "store/store.h"
+#include "tls/devcert.h"
+#include "tls/tls.h"
+
+#include "version.h"
+#define BULWARK_VERSION_STR BULWARK_VERSION
+
+struct main_ctx {
+	struct broker *b;
+	struct loop *loop;
+	struct loop_io sig;
+	struct ctl_server *ctl;
+	int lock_fd;
+	bool stop_requested;
+};
+
+/* ---- start-up helpers ---- */
+
+static bool mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return false;
+		*p = '/';
+	}
+	return mkdir(tmp, mode) == 0 || errno == EEXIST;
+}
+
+/* Only one broker per data dir: the control socket and the store belong to it. */
+static int lock_data_dir(const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/bulwark.lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		snprintf(err, errlen, "data dir %s is in use by another running bulwark", dir);
+		close(fd);
+		return -1;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) == 0)
+		(void)!write(fd, pid, (size_t)n);
+	return fd;
+}
+
+static bool prepare_dev_certs(struct config *cfg, char *err, size_t errlen)
+{
+	bool needed = false;
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		if (cfg->listeners[i].enable && cfg->listeners[i].type == CFG_LISTENER_SSL && cfg->listeners[i].ssl.dev_cert)
+			needed = true;
+	if (!needed)
+		return true;
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/certs", cfg->data_dir);
+	bool generated = false;
+	if (!devcert_ensure(dir, &generated)) {
+		snprintf(err, errlen, "cannot create the development certificates in %s", dir);
+		return false;
+	}
+	char *ca = devcert_path(dir, DEVCERT_CA_CERT);
+	char *cert = devcert_path(dir, DEVCERT_SERVER_CERT);
+	char *key = devcert_path(dir, DEVCERT_SERVER_KEY);
+	if (generated)
+		log_info("generated a development CA and server certificate (SAN localhost, 127.0.0.1)");
+	log_info("development CA: %s (clients verify the server with it: mosquitto_sub --cafile %s ...)", ca, ca);
+	log_info("development server certificate: %s, key: %s", cert, key);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		struct cfg_ssl *ssl = &cfg->listeners[i].ssl;
+		if (cfg->listeners[i].type != CFG_LISTENER_SSL || !ssl->dev_cert)
+			continue;
+		free(ssl->certfile);
+		free(ssl->keyfile);
+		ssl->certfile = xstrdup(cert);
+		ssl->keyfile = xstrdup(key);
+		if (!ssl->cacertfile)
+			ssl->cacertfile = xstrdup(ca);
+	}
+	free(ca);
+	free(cert);
+	free(key);
+	return true;
+}
+
+/* ---- restore ---- */
+
+struct restore_ctx {
+	struct broker *b;
+	int64_t now;
+	size_t sessions, dropped, retained;
+};
+
+static struct session *restored_session(struct restore_ctx *rc, const char *cid)
+{
+	struct worker *w = broker_owner(rc->b, cid, strlen(cid));
+	return session_get(w, cid, strlen(cid));
+}
+
+static void ld_session(void *arg, const char *cid, uint32_t expiry, uint8_t proto, int64_t disconnected_at)
+{
+	struct restore_ctx *rc = arg;
+	if (!disconnected_at)
+		disconnected_at = rc->now; /* it was connected when the broker stopped */
+	if (expiry != UINT32_MAX && disconnected_at + (int64_t)expiry <= rc->now) {
+		store_session_del(rc->b->store, cid);
+		rc->dropped++;
+		return;
+	}
+	struct worker *w = broker_owner(rc->b, cid, strlen(cid));
+	struct session *s = session_create(w, cid, strlen(cid));
+	s->expiry_interval = expiry;
+	s->proto = proto;
+	s->stored = true;
+	s->disconnected_at = disconnected_at;
+	if (expiry != UINT32_MAX) {
+		int64_t left = disconnected_at + (int64_t)expiry - rc->now;
+		timer_arm(w->loop, &s->expiry_timer, (uint64_t)(left > 0 ? left : 0) * 1000u);
+	}
+	rc->sessions++;
+}
+
+static void ld_sub(void *arg, const char *cid, const char *filter, uint8_t options, uint32_t sub_id)
+{
+	struct session *s = restored_session(arg, cid);
+	if (s)
+		session_restore_sub(s, filter, strlen(filter), options, sub_id);
+}
+
+static void ld_dlv(void *arg, const char *cid, uint32_t seq, struct msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id,
+		   uint16_t pid)
+{
+	struct session *s = restored_session(arg, cid);
+	if (s && (m || (flags & DLV_PUBREL)))
+		session_restore_dlv(s, seq, m, qos, flags, sub_id, pid);
+	else
+		msg_unref(m);
+}
+
+static void ld_rel(void *arg, const char *cid, uint16_t pid)
+{
+	struct restore_ctx *rc = arg;
+	struct session *s = restored_session(rc, cid);
+	if (s) {
+		s->stored = false; /* already in the store: do not write it again */
+		session_rel_add(s, pid, 0);
+		s->stored = true;
+	}
+}
+
+static void ld_retained(void *arg, struct msg *m)
+{
+	struct restore_ctx *rc = arg;
+	retain_put(rc->b->retained, m);
+	msg_unref(m);
+	rc->retained++;
+}
+
+static bool restore(struct broker *b, char *err, size_t errlen)
+{
+	struct restore_ctx rc = { .b = b, .now = clock_wall_s() };
+	struct store_loader ld = {
+		.arg = &rc,
+		.retained = ld_retained,
+		.session = ld_session,
+		.sub = ld_sub,
+		.dlv = ld_dlv,
+		.rel = ld_rel,
+	};
+	if (!store_load(b->store, &ld, err, errlen))
+		return false;
+	log_info("restored %zu persistent sessions, %zu retained messages (%zu expired sessions removed)", rc.sessions,
+		 rc.retained, rc.dropped);
+	return true;
+}
+
+/* ---- workers ---- */
+
+static void *worker_thread(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+	snprintf(name, sizeof name, "bw-worker-%d", w->id);
+	pthread_setname_np(pthread_self(), name);
+	conn_thread_init();
+	loop_run(w->loop);
+	return NULL;
+}
+
+/* Runs on each worker: stop accepting, say goodbye to every client, stop the loop. */
+static void worker_shutdown(void *arg)
+{
+	struct worker *w = arg;
+	struct broker *b = w->b;
+	w->stopping = true;
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		struct listener *li = &b->listeners[i];
+		if (li->regs && w->id < li->nregs)
+			loop_del(w->loop, &li->regs[w->id].io);
+	}
+	hmap_for_each(&w->sessions_by_cid, it) {
+		struct session *s = container_of(it, struct session, by_cid);
+		struct client *c = s->client;
+		if (!c)
+			continue;
+		c->normal_disconnect = true; /* the broker is leaving, not the client: no will */
+		if (c->version == MQTT_V5) {
+			struct buf bb = { 0 };
+			mqtt_encode_disconnect(&bb, MQTT_V5, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
+			conn_write(&c->conn, bb.data, bb.len);
+			buf_free(&bb);
+		}
+		conn_flush(&c->conn);
+		conn_close(&c->conn, "server shutting down");
+	}
+	loop_stop(w->loop);
+}
+
+/* ---- control commands ---- */
+
+struct gather {
+	struct ctl_request *req;
+	struct loop *main;
+	pthread_mutex_t lock;
+	int pending;
+	struct buf out;
+	char *arg;
+	bool found;
+};
+
+static void gather_done(void *arg)
+{
+	struct gather *g = arg;
+	if (g->arg)
+		ctl_replyf(g->req, g->found, "%s", g->found ? "ok\n" : "no such client\n");
+	else
+		ctl_reply(g->req, true, (const char *)g->out.data ? (const char *)g->out.data : "", g->out.len);
+	buf_free(&g->out);
+	free(g->arg);
+	pthread_mutex_destroy(&g->lock);
+	free(g);
+}
+
+static void gather_finish(struct gather *g)
+{
+	pthread_mutex_lock(&g->lock);
+	bool last = --g->pending == 0;
+	pthread_mutex_unlock(&g->lock);
+	if (last)
+		loop_post(g->main, gather_done, g);
+}
+
+struct gather_job {
+	struct gather *g;
+	struct worker *w;
+};
+
+static void list_on_worker(void *arg)
+{
+	struct gather_job *j = arg;
+	struct worker *w = j->w;
+	struct buf local = { 0 };
+	hmap_for_each(&w->sessions_by_cid, it) {
+		struct session *s = container_of(it, struct session, by_cid);
+		struct client *c = s->client;
+		char id[256];
+		client_safe(s->client_id, s->cid_len, id, sizeof id);
+		if (c)
+			buf_printf(&local, "%s\tconnected\t%s\t%s\tmqtt%s\t%s\tsubscriptions=%zu\tinflight=%u\tqueued=%u\n", id,
+				   c->conn.peer_str, c->conn.listener->id,
+				   c->version == MQTT_V5 ? "5.0" : c->version == MQTT_V311 ? "3.1.1" : "3.1",
+				   c->username ? c->username : "-", session_sub_count(s), s->n_inflight, s->q_len);
+		else
+			buf_printf(&local, "%s\tdisconnected\t-\t-\t-\t-\tsubscriptions=%zu\tinflight=%u\tqueued=%u\n", id,
+				   session_sub_count(s), s->n_inflight, s->q_len);
+	}
+	pthread_mutex_lock(&j->g->lock);
+	buf_append(&j->g->out, local.data, local.len);
+	pthread_mutex_unlock(&j->g->lock);
+	buf_free(&local);
+	gather_finish(j->g);
+	free(j);
+}
+
+static void kick_on_worker(void *arg)
+{
+	struct gather_job *j = arg;
+	struct session *s = session_get(j->w, j->g->arg, strlen(j->g->arg));
+	if (s && s->client) {
+		client_kick(s->client);
+		j->g->found = true;
+	}
+	gather_finish(j->g);
+	free(j);
+}
+
+static void run_on_workers(struct main_ctx *mc, struct gather *g, void (*fn)(void *), struct worker *only)
+{
+	struct broker *b = mc->b;
+	g->main = mc->loop;
+	pthread_mutex_init(&g->lock, NULL);
+	g->pending = only ? 1 : b->nworkers;
+	for (int i = 0; i < b->nworkers; i++) {
+		struct worker *w = &b->workers[i];
+		if (only && w != only)
+			continue;
+		struct gather_job *j = xmalloc(sizeof *j);
+		j->g = g;
+		j->w = w;
+		loop_post(w->loop, fn, j);
+	}
+}
+
+static bool reload_tls(struct broker *b, struct buf *report)
+{
+	bool ok = true;
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		struct listener *li = &b->listeners[i];
+		if (!li->tls)
+			continue;
+		char err[512];
+		if (tls_server_reload(li->tls, &li->cfg->ssl, err, sizeof err)) {
+			log_info("listener %s: certificates reloaded", li->id);
+			buf_printf(report, "listener %s: certificates reloaded\n", li->id);
+		} else {
+			log_error("listener %s: reload failed, keeping the previous certificates: %s", li->id, err);
+			buf_printf(report, "listener %s: reload failed, keeping the previous certificates: %s\n", li->id, err);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
+{
+	struct main_ctx *mc = arg;
+	struct broker *b = mc->b;
+	if (strcmp(argv[0], "reload") == 0 && argc == 1) {
+		struct buf rep = { 0 };
+		bool ok = reload_tls(b, &rep);
+		if (!rep.len)
+			buf_printf(&rep, "nothing to reload\n");
+		ctl_reply(req, ok, (const char *)rep.data, rep.len);
+		buf_free(&rep);
+		return;
+	}
+	if (strcmp(argv[0], "status") == 0 && argc == 1) {
+		size_t clients = 0;
+		for (int i = 0; i < b->nworkers; i++)
+			clients += b->workers[i].nclients;
+		ctl_replyf(req, true, "bulwark %s running, %d workers, %zu clients, %zu subscribed filters, %zu retained\n",
+			   BULWARK_VERSION_STR, b->nworkers, clients, route_count(b->routes), retain_count(b->retained));
+		return;
+	}
+	if (strcmp(argv[0], "clients") == 0 && argc >= 2) {
+		if (strcmp(argv[1], "list") == 0 && argc == 2) {
+			struct gather *g = xcalloc(1, sizeof *g);
+			g->req = req;
+			run_on_workers(mc, g, list_on_worker, NULL);
+			return;
+		}
+		if (strcmp(argv[1], "kick") == 0 && argc == 3) {
+			struct gather *g = xcalloc(1, sizeof *g);
+			g->req = req;
+			g->arg = xstrdup(argv[2]);
+			run_on_workers(mc, g, kick_on_worker, broker_owner(b, argv[2], strlen(argv[2])));
+			return;
+		}
+	}
+	ctl_replyf(req, false, "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID)\n", argv[0]);
+}
+
+/* ---- signals ---- */
+
+static void on_signal(struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	struct main_ctx *mc = container_of(io, struct main_ctx, sig);
+	struct signalfd_siginfo si;
+	while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			log_info("SIGHUP: reloading certificates");
+			struct buf rep = { 0 };
+			reload_tls(mc->b, &rep);
+			buf_free(&rep);
+		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			log_info("%s: shutting down", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			mc->stop_requested = true;
+			loop_stop(mc->loop);
+		}
+	}
+}
+
+/* ---- main ---- */
+
+static void free_all(struct broker *b)
+{
+	for (int i = 0; i < b->nworkers; i++) {
+		struct worker *w = &b->workers[i];
+		/* Sessions stay in the store; free their memory only. */
+		size_t n = w->sessions_by_cid.count, k = 0;
+		struct session **all = xmalloc((n ? n : 1) * sizeof *all);
+		hmap_for_each(&w->sessions_by_cid, it) all[k++] = container_of(it, struct session, by_cid);
+		for (size_t j = 0; j < k; j++)
+			session_free(all[j]);
+		free(all);
+		hmap_destroy(&w->sessions_by_cid);
+		hmap_destroy(&w->sessions_by_id);
+		for (int d = 0; d < b->nworkers; d++) {
+			for (size_t x = 0; x < w->outboxes[d].n; x++)
+				msg_unref(w->outboxes[d].items[x].msg);
+			free(w->outboxes[d].items);
+		}
+		free(w->outboxes);
+		loop_free(w->loop);
+	}
+	free(b->workers);
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		if (b->listeners[i].fd >= 0)
+			listener_close(&b->listeners[i]);
+		tls_server_free(b->listeners[i].tls);
+	}
+	free(b->listeners);
+	route_free(b->routes);
+	retain_free(b->retained);
+}
+
+static bool open_listeners(struct broker *b, char *err, size_t errlen)
+{
+	struct config *cfg = b->cfg;
+	b->listeners = xcalloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof *b->listeners);
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct cfg_listener *lc = &cfg->listeners[i];
+		if (!lc->enable)
+			continue;
+		struct listener *li = &b->listeners[b->nlisteners];
+		li->fd = -1;
+		if (lc->type == CFG_LISTENER_SSL) {
+			char terr[512];
+			li->tls = tls_server_new(&lc->ssl, lc->id, terr, sizeof terr);
+			if (!li->tls) {
+				snprintf(err, errlen, "%s:%d: listeners.ssl.%s: %s", lc->file ? lc->file : "(default)", lc->line,
+					 lc->name, terr);
+				return false;
+			}
+		}
+		b->nlisteners++;
+		if (!listener_open(li, lc, client_accept, err, errlen))
+			return false;
+	}
+	return true;
+}
+
+int broker_main(struct config *cfg, const char *config_path)
+{
+	(void)config_path;
+	char err[1024];
+	int status = 1;
+	struct main_ctx mc = { .lock_fd = -1 };
+	struct broker *b = xcalloc(1, sizeof *b);
+	mc.b = b;
+	b->cfg = cfg;
+	atomic_init(&b->next_session_id, 1);
+	hash_seed_random();
+	tls_global_init();
+
+	/* Signals are handled by the main loop (signalfd); workers inherit the blocked mask. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!mkdir_p(cfg->data_dir, 0700)) {
+		log_error("cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+		free(b);
+		return 1;
+	}
+	mc.lock_fd = lock_data_dir(cfg->data_dir, err, sizeof err);
+	if (mc.lock_fd < 0) {
+		log_error("%s", err);
+		free(b);
+		return 1;
+	}
+	if (!prepare_dev_certs(cfg, err, sizeof err)) {
+		log_error("%s", err);
+		goto out_unlock;
+	}
+	b->store = store_open(cfg->data_dir, cfg->fsync, err, sizeof err);
+	if (!b->store) {
+		log_error("store: %s", err);
+		goto out_unlock;
+	}
+	b->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (b->nworkers < 1)
+		b->nworkers = 1;
+	if (b->nworkers > 256)
+		b->nworkers = 256;
+	b->routes = route_new();
+	b->retained = retain_new();
+	b->workers = xcalloc((size_t)b->nworkers, sizeof *b->workers);
+	struct loop **loops = xcalloc((size_t)b->nworkers, sizeof *loops);
+	for (int i = 0; i < b->nworkers; i++) {
+		struct worker *w = &b->workers[i];
+		w->id = i;
+		w->b = b;
+		w->loop = loop_new(i);
+		loop_set_user(w->loop, w);
+		hmap_init(&w->sessions_by_cid);
+		hmap_init(&w->sessions_by_id);
+		worker_outbox_init(w);
+		loops[i] = w->loop;
+	}
+	if (!restore(b, err, sizeof err)) {
+		log_error("store: %s", err);
+		free(loops);
+		goto out_free;
+	}
+	if (!open_listeners(b, err, sizeof err)) {
+		log_error("%s", err);
+		free(loops);
+		goto out_free;
+	}
+	mc.loop = loop_new(-1);
+	mc.ctl = ctl_server_start(mc.loop, cfg->data_dir, on_ctl, &mc, err, sizeof err);
+	if (!mc.ctl) {
+		log_error("%s", err);
+		free(loops);
+		loop_free(mc.loop);
+		goto out_free;
+	}
+	mc.sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	mc.sig.cb = on_signal;
+	loop_add(mc.loop, &mc.sig, EPOLLIN);
+	for (size_t i = 0; i < b->nlisteners; i++)
+		listener_attach(&b->listeners[i], loops, b->nworkers);
+	free(loops);
+	for (int i = 0; i < b->nworkers; i++)
+		pthread_create(&b->workers[i].thread, NULL, worker_thread, &b->workers[i]);
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		const struct cfg_listener *lc = b->listeners[i].cfg;
+		log_info("listener %s on %s%s", lc->id, lc->bind_str,
+			 lc->type == CFG_LISTENER_SSL ? (lc->ssl.verify_peer ? " (TLS, client certificates verified)" : " (TLS)")
+						       : "");
+	}
+	log_info("bulwark %s started (%d workers, data in %s, config %s)", BULWARK_VERSION_STR, b->nworkers,
+		 cfg->data_dir, cfg->source);
+
+	loop_run(mc.loop);
+
+	/* Graceful stop: stop accepting, disconnect clients, drain, persist, exit 0. */
+	atomic_store(&b->stopping, true);
+	for (int i = 0; i < b->nworkers; i++)
+		loop_post(b->workers[i].loop, worker_shutdown, &b->workers[i]);
+	for (int i = 0; i < b->nworkers; i++)
+		pthread_join(b->workers[i].thread, NULL);
+	/* Deliveries still travelling between workers land in their (offline) sessions. */
+	for (int round = 0; round < 4; round++) {
+		size_t n = 0;
+		for (int i = 0; i < b->nworkers; i++)
+			n += loop_drain(b->workers[i].loop);
+		if (!n)
+			break;
+	}
+	ctl_server_stop(mc.ctl);
+	close(mc.sig.fd);
+	loop_free(mc.loop);
+	status = 0;
+	log_info("bulwark stopped");
+out_free:
+	free_all(b);
+	if (b->store)
+		store_close(b->store);
+out_unlock:
+	if (mc.lock_fd >= 0)
+		close(mc.lock_fd);
+	free(b);
+	return status;
+}

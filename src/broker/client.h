@@ -1,0 +1,96 @@
+/* A client connection speaking MQTT: the protocol state machine on top of a
+ * connection (net/conn.h), attached to a session (session.h) once CONNECT succeeds.
+ *
+ * Life: accepted (CL_NEW: only CONNECT is acceptable, the idle timer runs) ->
+ * CONNECT decoded and checked (CL_CONNECTING: reading paused while the connection
+ * migrates to its session's worker) -> CONNACK sent (CL_CONNECTED: keepalive runs) ->
+ * closed (on_close detaches from the session; the will is handled there).
+ */
+#ifndef BW_CLIENT_H
+#define BW_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/hmap.h"
+#include "net/conn.h"
+
+struct worker;
+struct session;
+struct listener;
+struct msg;
+struct dlv;
+
+enum client_state {
+	CL_NEW,
+	CL_CONNECTING,
+	CL_CONNECTED,
+};
+
+struct client {
+	struct conn conn;            /* first member: a conn * is a client * */
+	struct worker *w;
+	struct session *sess;
+	uint8_t state;
+	uint8_t version;             /* 3, 4, 5 once CONNECT is decoded */
+	bool normal_disconnect;      /* DISCONNECT received: no will (unless 0x04) */
+	bool will_on_disconnect;     /* DISCONNECT 0x04 */
+	bool problem_info;           /* v5 Request Problem Information */
+	bool logged_connect;
+	uint16_t keepalive;          /* effective, seconds (0 = none) */
+	uint16_t recv_max;           /* client's Receive Maximum */
+	uint16_t alias_max_out;      /* client's Topic Alias Maximum */
+	uint16_t next_alias_out;
+	uint32_t max_packet_out;     /* client's Maximum Packet Size, 0 = unlimited */
+	uint32_t session_expiry_at_connect;
+	char *client_id;             /* owned copy (also in the session) */
+	char *username;              /* NULL when none */
+	char *mountpoint;            /* resolved, NULL when none */
+	size_t mp_len;
+	struct timer timer;          /* idle timeout before CONNECT, then keepalive */
+	uint64_t last_rx_ms;
+	struct hmap alias_in;        /* inbound topic aliases */
+	struct hmap alias_out;       /* outbound: topic -> alias */
+	size_t alias_bytes;
+	struct connect_req *pending; /* CONNECT parameters while CL_CONNECTING */
+	uint64_t connected_at;       /* wall seconds */
+};
+
+static inline struct client *client_of(struct conn *c)
+{
+	return (struct client *)(void *)c;
+}
+
+/* Accept callback for listeners (net/listener.h). */
+void client_accept(struct listener *li, struct loop *l, int fd, const struct sockaddr *peer, socklen_t peerlen);
+
+/* Send one delivery as a PUBLISH (or PUBREL in that stage); dup marks a resend.
+ * Returns false when it could not be sent and was dropped (too large for the client). */
+bool client_send_dlv(struct client *c, struct dlv *d, bool dup);
+/* Whether QoS 0 output should be dropped now (output queue above its high watermark). */
+bool client_congested(const struct client *c);
+/* Disconnect with a v5 reason code (DISCONNECT sent to v5 clients; v3 just closed). */
+void client_disconnect(struct client *c, uint8_t rc, const char *why);
+/* Kick (administrative): DISCONNECT 0x98, will published. */
+void client_kick(struct client *c);
+
+/* Packet handlers (client_*.c), called by the dispatcher with a framed packet body. */
+void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_ack(struct client *c, uint8_t type, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+/* Release CONNECT parameters held while connecting (safe when none). */
+void client_connect_req_free(struct client *c);
+/* Shared helpers between the client_*.c files. */
+void client_protocol_error(struct client *c, uint8_t rc, const char *what);
+void client_arm_keepalive(struct client *c);
+void client_free_aliases(struct client *c);
+/* Apply the mountpoint: returns a fresh string mountpoint+topic (or a copy). */
+char *client_mount(const struct client *c, const char *topic, size_t len, size_t *out_len);
+/* Log-safe rendering of a client-supplied string (control bytes escaped). */
+const char *client_safe(const char *s, size_t len, char *buf, size_t buflen);
+
+#endif

@@ -1,0 +1,389 @@
+/* CONNECT -> CONNACK, session attach and takeover, DISCONNECT.
+ *
+ * Steps, each in its own function: decode and check the packet (check_connect), work
+ * out the client's identity and limits into a connect_req, hand the connection to the
+ * worker owning the client ID (migrate), then attach to the session there
+ * (complete_connect) and answer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "broker/broker.h"
+#include "broker/client.h"
+#include "broker/msg.h"
+#include "broker/publish.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "mqtt/mqtt.h"
+#include "net/listener.h"
+
+/* What CONNECT asked for, kept while the connection moves to its session's worker. */
+struct connect_req {
+	bool clean_start;
+	bool assigned_id;
+	uint32_t session_expiry;
+	struct msg *will;
+	uint32_t will_delay;
+};
+
+static const struct cfg_mqtt *mq(const struct client *c)
+{
+	return &c->w->b->cfg->mqtt;
+}
+
+void client_connect_req_free(struct client *c)
+{
+	if (!c->pending)
+		return;
+	msg_unref(c->pending->will);
+	free(c->pending);
+	c->pending = NULL;
+}
+
+/* Refuse the connection with a CONNACK in the client's dialect, then close. */
+static void refuse(struct client *c, uint8_t rc5, const char *why)
+{
+	char name[128];
+	const char *id = c->client_id ? client_safe(c->client_id, strlen(c->client_id), name, sizeof name)
+				      : c->conn.peer_str;
+	log_info("client %s from %s refused: %s (%s)", id, c->conn.peer_str, why, mqtt_rc_str(rc5));
+	struct buf b = { 0 };
+	if (c->version == MQTT_V5) {
+		struct mqtt_props props = { 0 };
+		props.present = MQTT_P_REASON_STRING;
+		props.reason_string.p = (const uint8_t *)why;
+		props.reason_string.len = (uint32_t)strlen(why);
+		mqtt_encode_connack(&b, MQTT_V5, false, rc5, &props);
+	} else {
+		mqtt_encode_connack(&b, c->version ? c->version : MQTT_V311, false, mqtt_rc_to_v3_connack(rc5), NULL);
+	}
+	conn_write(&c->conn, b.data, b.len);
+	buf_free(&b);
+	conn_close_after_flush(&c->conn, why);
+}
+
+static char *assign_client_id(size_t *len)
+{
+	uint8_t rnd[8];
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+		memset(rnd, 0, sizeof rnd);
+	char *id = xmalloc(8 + 16 + 1);
+	int n = snprintf(id, 8 + 16 + 1, "bulwark-");
+	for (size_t i = 0; i < sizeof rnd; i++)
+		n += snprintf(id + n, 3, "%02x", rnd[i]);
+	*len = (size_t)n;
+	return id;
+}
+
+/* Substitute ${clientid} and ${username} in the listener's mountpoint. Unknown or
+ * missing values stay literal, as in EMQX. */
+static void resolve_mountpoint(struct client *c)
+{
+	const char *tpl = c->conn.listener->cfg->mountpoint;
+	if (!tpl || !*tpl)
+		return;
+	struct buf b = { 0 };
+	for (const char *p = tpl; *p;) {
+		if (strncmp(p, "${clientid}", 11) == 0 && c->client_id) {
+			buf_append_str(&b, c->client_id);
+			p += 11;
+		} else if (strncmp(p, "${username}", 11) == 0 && c->username) {
+			buf_append_str(&b, c->username);
+			p += 11;
+		} else {
+			buf_append(&b, p, 1);
+			p++;
+		}
+	}
+	c->mp_len = b.len;
+	buf_append(&b, "", 1);
+	c->mountpoint = (char *)b.data;
+}
+
+/* Build the will message; returns 0 or a v5 reason code to refuse with. */
+static uint8_t make_will(struct client *c, const struct mqtt_connect *cp, struct connect_req *req)
+{
+	if (!cp->will)
+		return 0;
+	const char *t = (const char *)cp->will_topic.p;
+	size_t tlen = cp->will_topic.len;
+	if (!topic_name_valid(t, tlen))
+		return MQTT_RC_TOPIC_NAME_INVALID;
+	if (cp->will_qos > mq(c)->max_qos_allowed)
+		return MQTT_RC_QOS_NOT_SUPPORTED;
+	if (cp->will_retain && !mq(c)->retain_available)
+		return MQTT_RC_RETAIN_NOT_SUPPORTED;
+	size_t mlen;
+	char *mounted = client_mount(c, t, tlen, &mlen);
+	if (mlen > 65535) {
+		free(mounted);
+		return MQTT_RC_TOPIC_NAME_INVALID;
+	}
+	size_t plen = 0;
+	uint8_t *props = NULL;
+	if (c->version == MQTT_V5) {
+		plen = msg_props_forward_size(&cp->will_props);
+		props = xmalloc(plen ? plen : 1);
+		msg_props_forward(&cp->will_props, props);
+	}
+	struct msg *m = msg_new(mounted, mlen, props, plen, cp->will_payload.p, cp->will_payload.len, cp->will_qos,
+				cp->will_retain);
+	free(mounted);
+	free(props);
+	int64_t now = clock_wall_s();
+	if (c->version == MQTT_V5 && (cp->will_props.present & MQTT_P_MESSAGE_EXPIRY))
+		m->expiry_at = now + cp->will_props.message_expiry;
+	else if (mq(c)->message_expiry_interval_s)
+		m->expiry_at = now + mq(c)->message_expiry_interval_s;
+	if (c->version == MQTT_V5 && (cp->will_props.present & MQTT_P_WILL_DELAY))
+		req->will_delay = cp->will_props.will_delay;
+	req->will = m;
+	return 0;
+}
+
+/* Decide the client ID; returns 0 or a v5 reason code. */
+static uint8_t pick_client_id(struct client *c, const struct mqtt_connect *cp, struct connect_req *req)
+{
+	size_t len = cp->client_id.len;
+	if (mq(c)->use_username_as_clientid && cp->has_username && cp->username.len) {
+		c->client_id = xstrndup((const char *)cp->username.p, cp->username.len);
+		len = cp->username.len;
+	} else if (len == 0) {
+		if (c->version == MQTT_V31)
+			return MQTT_RC_CLIENT_ID_NOT_VALID; /* 3.1 requires 1..23 bytes */
+		if (c->version == MQTT_V311 && !cp->clean_start)
+			return MQTT_RC_CLIENT_ID_NOT_VALID; /* MQTT-3.1.3-8 */
+		c->client_id = assign_client_id(&len);
+		req->assigned_id = true;
+	} else {
+		c->client_id = xstrndup((const char *)cp->client_id.p, len);
+		if (memchr(c->client_id, '\0', len))
+			return MQTT_RC_CLIENT_ID_NOT_VALID;
+	}
+	if (len > mq(c)->max_clientid_len)
+		return MQTT_RC_CLIENT_ID_NOT_VALID;
+	return 0;
+}
+
+static void send_connack(struct client *c, bool present, bool assigned)
+{
+	struct buf b = { 0 };
+	if (c->version != MQTT_V5) {
+		mqtt_encode_connack(&b, c->version, present, MQTT_V3_ACCEPTED, NULL);
+	} else {
+		const struct cfg_mqtt *m = mq(c);
+		struct mqtt_props p = { 0 };
+		if (assigned) {
+			p.present |= MQTT_P_ASSIGNED_CLIENT_ID;
+			p.assigned_client_id.p = (const uint8_t *)c->client_id;
+			p.assigned_client_id.len = (uint32_t)strlen(c->client_id);
+		}
+		if (m->max_inflight && m->max_inflight < 65535) {
+			p.present |= MQTT_P_RECEIVE_MAXIMUM;
+			p.receive_maximum = (uint16_t)m->max_inflight;
+		}
+		p.present |= MQTT_P_MAXIMUM_PACKET_SIZE;
+		p.maximum_packet_size = m->max_packet_size;
+		if (m->max_topic_alias) {
+			p.present |= MQTT_P_TOPIC_ALIAS_MAXIMUM;
+			p.topic_alias_maximum = m->max_topic_alias;
+		}
+		if (!m->retain_available) {
+			p.present |= MQTT_P_RETAIN_AVAILABLE;
+			p.retain_available = 0;
+		}
+		if (m->max_qos_allowed < 2) {
+			p.present |= MQTT_P_MAXIMUM_QOS;
+			p.maximum_qos = m->max_qos_allowed;
+		}
+		if (!m->wildcard_subscription) {
+			p.present |= MQTT_P_WILDCARD_SUB_AVAILABLE;
+			p.wildcard_sub_available = 0;
+		}
+		if (!m->shared_subscription) {
+			p.present |= MQTT_P_SHARED_SUB_AVAILABLE;
+			p.shared_sub_available = 0;
+		}
+		if (m->server_keepalive_s) {
+			p.present |= MQTT_P_SERVER_KEEP_ALIVE;
+			p.server_keep_alive = (uint16_t)m->server_keepalive_s;
+		}
+		mqtt_encode_connack(&b, MQTT_V5, present, MQTT_RC_SUCCESS, &p);
+	}
+	conn_write(&c->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+/* The live connection of session s is replaced by a new one. The old connection gets
+ * DISCONNECT 0x8E (v5) and is closed. Its will is sent now when it has no delay or the
+ * new connection starts clean (the session ends); otherwise the resumed session cancels it. */
+static void take_over(struct session *s, struct client *newc, bool clean_start)
+{
+	struct client *old = s->client;
+	char name[128];
+	log_info("client %s: session taken over by a new connection from %s (old connection from %s)",
+		 client_safe(s->client_id, s->cid_len, name, sizeof name), newc->conn.peer_str, old->conn.peer_str);
+	old->sess = NULL;
+	old->w->nclients--;
+	client_disconnect(old, MQTT_RC_SESSION_TAKEN_OVER, "session taken over");
+	s->client = NULL;
+	if (s->will && (s->will_delay == 0 || clean_start)) {
+		struct msg *will = s->will;
+		s->will = NULL;
+		broker_publish(s->w, will, NULL);
+		msg_unref(will);
+	} else {
+		session_set_will(s, NULL, 0);
+	}
+}
+
+static void complete_connect(struct client *c)
+{
+	struct connect_req *req = c->pending;
+	struct worker *w = c->w;
+	size_t cid_len = strlen(c->client_id);
+	struct session *s = session_get(w, c->client_id, cid_len);
+	if (s && s->client)
+		take_over(s, c, req->clean_start);
+	if (s && req->clean_start) {
+		session_destroy(s);
+		s = NULL;
+	}
+	bool present = s != NULL;
+	if (!s)
+		s = session_create(w, c->client_id, cid_len);
+	session_attach(s, c);
+	c->sess = s;
+	uint32_t expiry = req->session_expiry;
+	if (c->version != MQTT_V5)
+		expiry = req->clean_start ? 0 : mq(c)->session_expiry_interval_s;
+	c->session_expiry_at_connect = expiry;
+	session_set_expiry(s, expiry);
+	session_set_will(s, req->will, req->will_delay);
+	req->will = NULL;
+	c->state = CL_CONNECTED;
+	c->connected_at = (uint64_t)clock_wall_s();
+	w->nclients++;
+	atomic_fetch_add_explicit(&w->stats.connects, 1, memory_order_relaxed);
+	send_connack(c, present && c->version >= MQTT_V311, req->assigned_id);
+	char name[128];
+	log_info("client %s connected from %s on %s (MQTT %s, clean_start=%d, keepalive=%u, session present=%d)",
+		 client_safe(c->client_id, cid_len, name, sizeof name), c->conn.peer_str, c->conn.listener->id,
+		 c->version == MQTT_V5 ? "5.0" : c->version == MQTT_V311 ? "3.1.1" : "3.1", req->clean_start,
+		 c->keepalive, present);
+	client_connect_req_free(c);
+	client_arm_keepalive(c);
+	if (present)
+		session_resend(s);
+	conn_resume_read(&c->conn);
+}
+
+static void after_migrate(struct conn *conn, void *arg)
+{
+	(void)arg;
+	struct client *c = client_of(conn);
+	c->w = worker_current();
+	if (c->w->stopping) {
+		conn_close(conn, "server shutting down");
+		return;
+	}
+	complete_connect(c);
+}
+
+void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_connect cp;
+	memset(&cp, 0, sizeof cp);
+	uint8_t rc = mqtt_decode_connect(flags, body, len, &cp);
+	if (cp.version == MQTT_V31 || cp.version == MQTT_V311 || cp.version == MQTT_V5)
+		c->version = cp.version;
+	if (rc) {
+		if (rc == MQTT_RC_UNSUPPORTED_VERSION) {
+			/* Answer in 3.1.1 form, which every client version understands. */
+			c->version = MQTT_V311;
+			refuse(c, MQTT_RC_UNSUPPORTED_VERSION, "unsupported protocol version");
+		} else if (c->version == MQTT_V5) {
+			refuse(c, rc, "malformed CONNECT");
+		} else {
+			log_info("client %s: malformed CONNECT (%s), closing", c->conn.peer_str, mqtt_rc_str(rc));
+			conn_close(&c->conn, "malformed CONNECT");
+		}
+		return;
+	}
+	struct connect_req *req = xcalloc(1, sizeof *req);
+	c->pending = req;
+	req->clean_start = cp.clean_start;
+	if (cp.has_username)
+		c->username = xstrndup((const char *)cp.username.p, cp.username.len);
+	rc = pick_client_id(c, &cp, req);
+	if (rc) {
+		refuse(c, rc, "client identifier not valid");
+		return;
+	}
+	if (c->version == MQTT_V5 && (cp.props.present & MQTT_P_AUTH_METHOD)) {
+		refuse(c, MQTT_RC_BAD_AUTH_METHOD, "enhanced authentication is not enabled");
+		return;
+	}
+	const struct cfg_listener *lc = c->conn.listener->cfg;
+	if (lc->enable_authn == CFG_AUTHN_QUICK_DENY_ANONYMOUS && (!c->username || !*c->username)) {
+		refuse(c, MQTT_RC_NOT_AUTHORIZED, "anonymous clients are denied on this listener");
+		return;
+	}
+	resolve_mountpoint(c);
+	rc = make_will(c, &cp, req);
+	if (rc) {
+		refuse(c, rc, "will message refused");
+		return;
+	}
+	c->keepalive = cp.keepalive;
+	c->recv_max = 65535;
+	if (c->version == MQTT_V5) {
+		const struct mqtt_props *p = &cp.props;
+		if (p->present & MQTT_P_SESSION_EXPIRY)
+			req->session_expiry = p->session_expiry;
+		if (p->present & MQTT_P_RECEIVE_MAXIMUM)
+			c->recv_max = p->receive_maximum;
+		if (p->present & MQTT_P_TOPIC_ALIAS_MAXIMUM)
+			c->alias_max_out = p->topic_alias_maximum;
+		if (p->present & MQTT_P_MAXIMUM_PACKET_SIZE)
+			c->max_packet_out = p->maximum_packet_size;
+		c->problem_info = !(p->present & MQTT_P_REQUEST_PROBLEM_INFO) || p->request_problem_info;
+		if (mq(c)->server_keepalive_s)
+			c->keepalive = (uint16_t)mq(c)->server_keepalive_s;
+	}
+	/* Move to the worker that owns this client ID; the session is attached there. */
+	c->state = CL_CONNECTING;
+	struct worker *owner = broker_owner(c->w->b, c->client_id, strlen(c->client_id));
+	if (owner == c->w) {
+		complete_connect(c);
+		return;
+	}
+	timer_cancel(&c->timer);
+	conn_pause_read(&c->conn);
+	conn_migrate(&c->conn, owner->loop, after_migrate, NULL);
+}
+
+void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_disconnect d;
+	uint8_t rc = mqtt_decode_disconnect(c->version, flags, body, len, &d);
+	if (rc) {
+		client_protocol_error(c, rc, "malformed DISCONNECT");
+		return;
+	}
+	if (c->version == MQTT_V5 && (d.props.present & MQTT_P_SESSION_EXPIRY) && c->sess) {
+		if (c->session_expiry_at_connect == 0 && d.props.session_expiry != 0) {
+			client_protocol_error(c, MQTT_RC_PROTOCOL_ERROR, "session expiry set in DISCONNECT after 0 in CONNECT");
+			return;
+		}
+		session_set_expiry(c->sess, d.props.session_expiry);
+	}
+	c->normal_disconnect = true;
+	c->will_on_disconnect = (d.rc == MQTT_RC_DISCONNECT_WITH_WILL);
+	conn_close(&c->conn, d.rc == 0 ? "client sent DISCONNECT" : mqtt_rc_str(d.rc));
+}

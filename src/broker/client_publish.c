@@ -1,0 +1,294 @@
+/* PUBLISH in both directions and the acknowledgement flows. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "broker/client.h"
+#include "broker/msg.h"
+#include "broker/publish.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "mqtt/mqtt.h"
+
+/* Inbound topic aliases may pin at most this many bytes of topic per connection. */
+#define ALIAS_BYTES_MAX (1u << 20)
+
+struct alias_in {
+	struct hmap_node hn; /* first: client_free_aliases frees through it */
+	uint16_t alias;
+	uint16_t len;
+	char topic[];
+};
+
+struct alias_out {
+	struct hmap_node hn;
+	uint16_t alias;
+	uint16_t len;
+	char topic[];
+};
+
+static const struct cfg_mqtt *mq(const struct client *c)
+{
+	return &c->w->b->cfg->mqtt;
+}
+
+static void send_ack(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
+{
+	uint8_t pkt[4];
+	size_t n = 4;
+	pkt[0] = (uint8_t)(type << 4) | (type == MQTT_PUBREL ? 0x02 : 0);
+	pkt[2] = (uint8_t)(pid >> 8);
+	pkt[3] = (uint8_t)pid;
+	if (c->version == MQTT_V5 && rc != 0) {
+		pkt[1] = 3;
+		uint8_t *p = conn_reserve(&c->conn, 5);
+		memcpy(p, pkt, 4);
+		p[4] = rc;
+		conn_commit(&c->conn, 5);
+		return;
+	}
+	pkt[1] = 2;
+	conn_write(&c->conn, pkt, n);
+}
+
+/* ---- inbound topic aliases ---- */
+
+static struct alias_in *alias_in_find(struct client *c, uint16_t alias)
+{
+	hmap_for_hash(&c->alias_in, alias, it) {
+		struct alias_in *a = container_of(it, struct alias_in, hn);
+		if (a->alias == alias)
+			return a;
+	}
+	return NULL;
+}
+
+static bool alias_in_set(struct client *c, uint16_t alias, const char *t, size_t len)
+{
+	struct alias_in *old = alias_in_find(c, alias);
+	if (old && old->len == len && memcmp(old->topic, t, len) == 0)
+		return true;
+	if (c->alias_bytes + len > ALIAS_BYTES_MAX)
+		return false;
+	if (old) {
+		hmap_remove(&c->alias_in, &old->hn);
+		c->alias_bytes -= old->len;
+		free(old);
+	}
+	struct alias_in *a = xmalloc(sizeof *a + len);
+	a->alias = alias;
+	a->len = (uint16_t)len;
+	memcpy(a->topic, t, len);
+	hmap_insert(&c->alias_in, &a->hn, alias);
+	c->alias_bytes += len;
+	return true;
+}
+
+static unsigned topic_levels(const char *t, size_t len)
+{
+	unsigned n = 1;
+	for (size_t i = 0; i < len; i++)
+		n += t[i] == '/';
+	return n;
+}
+
+void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_publish p;
+	uint8_t rc = mqtt_decode_publish(c->version, flags, body, len, &p);
+	if (rc) {
+		client_protocol_error(c, rc, "malformed PUBLISH");
+		return;
+	}
+	const struct cfg_mqtt *m = mq(c);
+	const char *topic = (const char *)p.topic.p;
+	size_t tlen = p.topic.len;
+	if (c->version == MQTT_V5 && (p.props.present & MQTT_P_TOPIC_ALIAS)) {
+		uint16_t alias = p.props.topic_alias;
+		if (alias == 0 || alias > m->max_topic_alias) {
+			client_protocol_error(c, MQTT_RC_TOPIC_ALIAS_INVALID, "topic alias out of range");
+			return;
+		}
+		if (tlen) {
+			if (!alias_in_set(c, alias, topic, tlen)) {
+				client_protocol_error(c, MQTT_RC_QUOTA_EXCEEDED, "too much memory in topic aliases");
+				return;
+			}
+		} else {
+			struct alias_in *a = alias_in_find(c, alias);
+			if (!a) {
+				client_protocol_error(c, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias");
+				return;
+			}
+			topic = a->topic;
+			tlen = a->len;
+		}
+	}
+	if (!topic_name_valid(topic, tlen) || (m->max_topic_levels && topic_levels(topic, tlen) > m->max_topic_levels)) {
+		client_protocol_error(c, tlen ? MQTT_RC_TOPIC_NAME_INVALID : MQTT_RC_PROTOCOL_ERROR,
+				      "invalid topic name in PUBLISH");
+		return;
+	}
+	if (p.qos > m->max_qos_allowed) {
+		client_protocol_error(c, MQTT_RC_QOS_NOT_SUPPORTED, "PUBLISH QoS above max_qos_allowed");
+		return;
+	}
+	if (p.retain && !m->retain_available) {
+		client_protocol_error(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retained PUBLISH while retain is unavailable");
+		return;
+	}
+	struct session *s = c->sess;
+	if (p.qos == 2) {
+		if (session_rel_has(s, p.packet_id)) {
+			send_ack(c, MQTT_PUBREC, p.packet_id, 0); /* duplicate: already routed */
+			return;
+		}
+		if (c->version == MQTT_V5 && m->max_inflight && s->n_rel >= m->max_inflight) {
+			client_protocol_error(c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "more QoS 2 messages in flight than Receive Maximum");
+			return;
+		}
+		if (!session_rel_add(s, p.packet_id, loop_now(c->conn.loop))) {
+			send_ack(c, MQTT_PUBREC, p.packet_id, MQTT_RC_RECEIVE_MAX_EXCEEDED);
+			return;
+		}
+	}
+	size_t mlen;
+	char *mounted = c->mp_len ? client_mount(c, topic, tlen, &mlen) : NULL;
+	if (mounted && mlen > 65535) {
+		free(mounted);
+		client_protocol_error(c, MQTT_RC_TOPIC_NAME_INVALID, "topic too long with mountpoint");
+		return;
+	}
+	size_t plen = c->version == MQTT_V5 ? msg_props_forward_size(&p.props) : 0;
+	struct msg *msg = msg_new(mounted ? mounted : topic, mounted ? mlen : tlen, NULL, plen, p.payload.p,
+				  p.payload.len, p.qos, p.retain);
+	free(mounted);
+	if (plen)
+		msg_props_forward(&p.props, (uint8_t *)msg->data + msg->topic_len);
+	msg->publisher = s->id;
+	if (c->version == MQTT_V5 && (p.props.present & MQTT_P_MESSAGE_EXPIRY))
+		msg->expiry_at = clock_wall_s() + p.props.message_expiry;
+	else if (m->message_expiry_interval_s)
+		msg->expiry_at = clock_wall_s() + m->message_expiry_interval_s;
+	size_t n = broker_publish(c->w, msg, c);
+	msg_unref(msg);
+	uint8_t arc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+	if (p.qos == 1)
+		send_ack(c, MQTT_PUBACK, p.packet_id, arc);
+	else if (p.qos == 2)
+		send_ack(c, MQTT_PUBREC, p.packet_id, arc);
+}
+
+void client_handle_ack(struct client *c, uint8_t type, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_ack a;
+	uint8_t rc = mqtt_decode_ack(c->version, type, flags, body, len, &a);
+	if (rc) {
+		client_protocol_error(c, rc, "malformed acknowledgement");
+		return;
+	}
+	struct session *s = c->sess;
+	if (type == MQTT_PUBREL) {
+		bool known = session_rel_del(s, a.packet_id);
+		send_ack(c, MQTT_PUBCOMP, a.packet_id, known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
+		return;
+	}
+	if (!session_ack(s, type, a.packet_id, a.rc)) {
+		if (type == MQTT_PUBREC)
+			send_ack(c, MQTT_PUBREL, a.packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
+		else
+			log_debug("client %s: %s for unknown packet id %u", c->client_id, mqtt_type_str(type),
+				  a.packet_id);
+	}
+}
+
+/* ---- outbound ---- */
+
+static struct alias_out *alias_out_find(struct client *c, const char *t, size_t len, uint64_t h)
+{
+	hmap_for_hash(&c->alias_out, h, it) {
+		struct alias_out *a = container_of(it, struct alias_out, hn);
+		if (a->len == len && memcmp(a->topic, t, len) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+bool client_send_dlv(struct client *c, struct dlv *d, bool dup)
+{
+	if (d->flags & DLV_PUBREL) {
+		send_ack(c, MQTT_PUBREL, d->pid, 0);
+		return true;
+	}
+	const struct msg *m = d->msg;
+	const char *topic = msg_topic(m);
+	size_t tlen = m->topic_len;
+	if (c->mp_len && tlen >= c->mp_len && memcmp(topic, c->mountpoint, c->mp_len) == 0) {
+		topic += c->mp_len;
+		tlen -= c->mp_len;
+	}
+	struct mqtt_publish p;
+	memset(&p, 0, sizeof p);
+	p.qos = d->qos;
+	p.dup = dup && d->qos > 0;
+	p.retain = (d->flags & DLV_RETAIN) != 0;
+	p.topic.p = (const uint8_t *)topic;
+	p.topic.len = (uint32_t)tlen;
+	p.packet_id = d->qos ? d->pid : 0;
+	p.payload.p = msg_payload(m);
+	p.payload.len = m->payload_len;
+	struct alias_out *alias = NULL;
+	uint16_t new_alias = 0;
+	uint64_t ah = 0;
+	if (c->version == MQTT_V5) {
+		/* The message's forwardable properties travel verbatim (see broker/msg.h). */
+		p.props.user_props.p = msg_props(m);
+		p.props.user_props.len = m->props_len;
+		if (m->expiry_at) {
+			int64_t left = m->expiry_at - clock_wall_s();
+			p.props.present |= MQTT_P_MESSAGE_EXPIRY;
+			p.props.message_expiry = left > 0 ? (uint32_t)left : 1;
+		}
+		if (d->sub_id) {
+			p.props.n_sub_ids = 1;
+			p.props.sub_ids[0] = d->sub_id;
+		}
+		if (c->alias_max_out && tlen) {
+			ah = hash_bytes(topic, tlen);
+			alias = alias_out_find(c, topic, tlen, ah);
+			p.props.present |= MQTT_P_TOPIC_ALIAS;
+			if (alias) {
+				p.props.topic_alias = alias->alias;
+				p.topic.len = 0;
+			} else if (c->next_alias_out < c->alias_max_out) {
+				new_alias = ++c->next_alias_out;
+				p.props.topic_alias = new_alias;
+			} else {
+				p.props.present &= ~MQTT_P_TOPIC_ALIAS;
+			}
+		}
+	}
+	size_t size = mqtt_publish_size(c->version, &p);
+	if (c->max_packet_out && size > c->max_packet_out) {
+		if (new_alias)
+			c->next_alias_out--;
+		return false;
+	}
+	if (new_alias) {
+		struct alias_out *a = xmalloc(sizeof *a + tlen);
+		a->alias = new_alias;
+		a->len = (uint16_t)tlen;
+		memcpy(a->topic, topic, tlen);
+		hmap_insert(&c->alias_out, &a->hn, ah);
+	}
+	uint8_t *dst = conn_reserve(&c->conn, size);
+	struct buf view = { .data = dst, .len = 0, .cap = size };
+	mqtt_encode_publish(&view, c->version, &p);
+	conn_commit(&c->conn, view.len);
+	return true;
+}

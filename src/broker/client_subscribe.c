@@ -1,0 +1,203 @@
+/* SUBSCRIBE / UNSUBSCRIBE and retained-message delivery on subscribe. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "broker/client.h"
+#include "broker/msg.h"
+#include "broker/retain.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "mqtt/mqtt.h"
+
+static const struct cfg_mqtt *mq(const struct client *c)
+{
+	return &c->w->b->cfg->mqtt;
+}
+
+/* The filter as the session records it: mountpoint applied inside any $share/<group>/ prefix.
+ * Returns a fresh string; real and real_len point at the filter proper within it. */
+static char *mount_filter(const struct client *c, const char *f, size_t len, const struct topic_share *sh,
+			  size_t *out_len, const char **real, size_t *real_len)
+{
+	struct buf b = { 0 };
+	size_t real_off;
+	if (sh) {
+		buf_append_str(&b, "$share/");
+		buf_append(&b, sh->group, sh->group_len);
+		buf_append(&b, "/", 1);
+		real_off = b.len;
+		buf_append(&b, c->mountpoint ? c->mountpoint : "", c->mp_len);
+		buf_append(&b, sh->filter, sh->filter_len);
+	} else {
+		real_off = 0;
+		buf_append(&b, c->mountpoint ? c->mountpoint : "", c->mp_len);
+		buf_append(&b, f, len);
+	}
+	*out_len = b.len;
+	buf_append(&b, "", 1);
+	*real = (const char *)b.data + real_off;
+	*real_len = *out_len - real_off;
+	return (char *)b.data;
+}
+
+static unsigned levels(const char *t, size_t len)
+{
+	unsigned n = 1;
+	for (size_t i = 0; i < len; i++)
+		n += t[i] == '/';
+	return n;
+}
+
+/* Check one SUBSCRIBE entry; returns 0 or a v5 reason code (>= 0x80). */
+static uint8_t check_filter(const struct client *c, const char *f, size_t len, uint8_t options, int shared,
+			    const struct topic_share *sh)
+{
+	const struct cfg_mqtt *m = mq(c);
+	if (shared < 0)
+		return MQTT_RC_TOPIC_FILTER_INVALID;
+	const char *real = shared ? sh->filter : f;
+	size_t rlen = shared ? sh->filter_len : len;
+	if (!topic_filter_valid(real, rlen))
+		return MQTT_RC_TOPIC_FILTER_INVALID;
+	if (m->max_topic_levels && levels(real, rlen) > m->max_topic_levels)
+		return MQTT_RC_TOPIC_FILTER_INVALID;
+	if (shared && !m->shared_subscription)
+		return MQTT_RC_SHARED_SUB_NOT_SUPPORTED;
+	if (!m->wildcard_subscription && topic_filter_has_wildcard(real, rlen))
+		return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
+	(void)options;
+	return 0;
+}
+
+struct retained_req {
+	char *filter;
+	size_t len;
+	uint8_t qos;
+	uint32_t sub_id;
+};
+
+static void send_retained(struct client *c, struct retained_req *rq, size_t n)
+{
+	int64_t now = clock_wall_s();
+	for (size_t i = 0; i < n; i++) {
+		struct msg **msgs = NULL;
+		size_t k = retain_match(c->w->b->retained, rq[i].filter, rq[i].len, now, &msgs);
+		for (size_t j = 0; j < k; j++) {
+			uint8_t q = msgs[j]->qos < rq[i].qos ? msgs[j]->qos : rq[i].qos;
+			if (c->sess)
+				session_deliver(c->sess, msgs[j], q, DLV_RETAIN, rq[i].sub_id);
+			msg_unref(msgs[j]);
+		}
+		free(msgs);
+		free(rq[i].filter);
+	}
+}
+
+void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_subscribe sp;
+	uint8_t rc = mqtt_decode_subscribe(c->version, flags, body, len, &sp);
+	if (rc) {
+		client_protocol_error(c, rc, "malformed SUBSCRIBE");
+		return;
+	}
+	uint32_t sub_id = (c->version == MQTT_V5 && (sp.props.present & MQTT_P_SUBSCRIPTION_ID)) ? sp.props.sub_ids[0] : 0;
+	uint8_t *codes = xmalloc(sp.count);
+	struct retained_req *rq = xmalloc(sp.count * sizeof *rq);
+	size_t nrq = 0;
+	size_t off = 0;
+	struct mqtt_str f;
+	uint8_t options;
+	const struct cfg_mqtt *m = mq(c);
+	for (uint32_t i = 0; mqtt_subscribe_next(&sp, &off, &f, &options); i++) {
+		struct topic_share sh;
+		int shared = topic_parse_share((const char *)f.p, f.len, &sh);
+		if (shared == 1 && (options & MQTT_SUBOPT_NO_LOCAL) && c->version == MQTT_V5) {
+			client_protocol_error(c, MQTT_RC_PROTOCOL_ERROR, "no-local on a shared subscription");
+			goto out;
+		}
+		uint8_t err = check_filter(c, (const char *)f.p, f.len, options, shared, &sh);
+		size_t flen;
+		const char *real;
+		size_t rlen;
+		char *full = NULL;
+		if (!err) {
+			full = mount_filter(c, (const char *)f.p, f.len, shared == 1 ? &sh : NULL, &flen, &real, &rlen);
+			if (m->max_subscriptions && session_sub_count(c->sess) >= m->max_subscriptions)
+				err = MQTT_RC_QUOTA_EXCEEDED;
+			if (flen > 65535)
+				err = MQTT_RC_TOPIC_FILTER_INVALID;
+		}
+		if (err) {
+			char buf[128];
+			log_info("client %s: subscription to %s refused (%s)", c->client_id,
+				 client_safe((const char *)f.p, f.len, buf, sizeof buf), mqtt_rc_str(err));
+			codes[i] = c->version == MQTT_V5 ? err : 0x80;
+			free(full);
+			continue;
+		}
+		uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
+		if (qos > m->max_qos_allowed)
+			qos = m->max_qos_allowed;
+		uint8_t opts = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | qos);
+		bool created = session_sub_add(c->sess, full, flen, opts, sub_id);
+		codes[i] = qos;
+		uint8_t rh = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >> MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+		if (shared != 1 && m->retain_available && (rh == 0 || (rh == 1 && created))) {
+			rq[nrq].filter = xstrndup(real, rlen);
+			rq[nrq].len = rlen;
+			rq[nrq].qos = qos;
+			rq[nrq].sub_id = sub_id;
+			nrq++;
+		}
+		free(full);
+	}
+	struct buf b = { 0 };
+	mqtt_encode_suback(&b, c->version, sp.packet_id, NULL, codes, sp.count);
+	conn_write(&c->conn, b.data, b.len);
+	buf_free(&b);
+	send_retained(c, rq, nrq);
+	nrq = 0;
+out:
+	for (size_t i = 0; i < nrq; i++)
+		free(rq[i].filter);
+	free(rq);
+	free(codes);
+}
+
+void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_unsubscribe up;
+	uint8_t rc = mqtt_decode_unsubscribe(c->version, flags, body, len, &up);
+	if (rc) {
+		client_protocol_error(c, rc, "malformed UNSUBSCRIBE");
+		return;
+	}
+	uint8_t *codes = xmalloc(up.count);
+	size_t off = 0;
+	struct mqtt_str f;
+	for (uint32_t i = 0; mqtt_unsubscribe_next(&up, &off, &f); i++) {
+		struct topic_share sh;
+		int shared = topic_parse_share((const char *)f.p, f.len, &sh);
+		if (check_filter(c, (const char *)f.p, f.len, 0, shared, &sh) == MQTT_RC_TOPIC_FILTER_INVALID) {
+			codes[i] = MQTT_RC_TOPIC_FILTER_INVALID;
+			continue;
+		}
+		size_t flen, rlen;
+		const char *real;
+		char *full = mount_filter(c, (const char *)f.p, f.len, shared == 1 ? &sh : NULL, &flen, &real, &rlen);
+		codes[i] = session_sub_del(c->sess, full, flen) ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+		free(full);
+	}
+	struct buf b = { 0 };
+	mqtt_encode_unsuback(&b, c->version, up.packet_id, NULL, codes, up.count);
+	conn_write(&c->conn, b.data, b.len);
+	buf_free(&b);
+	free(codes);
+}

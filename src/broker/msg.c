@@ -1,0 +1,79 @@
+#include "broker/msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "mqtt/mqtt.h"
+
+struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *props, size_t props_len,
+		    const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain)
+{
+	struct msg *m = xmalloc(sizeof *m + topic_len + props_len + payload_len);
+	atomic_init(&m->refs, 1);
+	m->qos = qos;
+	m->retain = retain;
+	m->topic_len = (uint16_t)topic_len;
+	m->props_len = (uint32_t)props_len;
+	m->payload_len = (uint32_t)payload_len;
+	m->expiry_at = 0;
+	m->publisher = 0;
+	atomic_init(&m->store_id, 0);
+	memcpy(m->data, topic, topic_len);
+	if (props_len)
+		memcpy(m->data + topic_len, props, props_len);
+	if (payload_len)
+		memcpy(m->data + topic_len + props_len, payload, payload_len);
+	return m;
+}
+
+void msg_unref(struct msg *m)
+{
+	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+		free(m);
+}
+
+static uint8_t *put_str(uint8_t *p, uint8_t id, struct mqtt_str s)
+{
+	*p++ = id;
+	*p++ = (uint8_t)(s.len >> 8);
+	*p++ = (uint8_t)s.len;
+	if (s.len)
+		memcpy(p, s.p, s.len);
+	return p + s.len;
+}
+
+size_t msg_props_forward_size(const struct mqtt_props *p)
+{
+	size_t n = 0;
+	if (p->present & MQTT_P_PAYLOAD_FORMAT)
+		n += 2;
+	if (p->present & MQTT_P_CONTENT_TYPE)
+		n += 3 + p->content_type.len;
+	if (p->present & MQTT_P_RESPONSE_TOPIC)
+		n += 3 + p->response_topic.len;
+	if (p->present & MQTT_P_CORRELATION_DATA)
+		n += 3 + p->correlation_data.len;
+	n += p->user_props.len;
+	return n;
+}
+
+size_t msg_props_forward(const struct mqtt_props *p, uint8_t *out)
+{
+	uint8_t *o = out;
+	if (p->present & MQTT_P_PAYLOAD_FORMAT) {
+		*o++ = MQTT_PROP_PAYLOAD_FORMAT;
+		*o++ = p->payload_format;
+	}
+	if (p->present & MQTT_P_CONTENT_TYPE)
+		o = put_str(o, MQTT_PROP_CONTENT_TYPE, p->content_type);
+	if (p->present & MQTT_P_RESPONSE_TOPIC)
+		o = put_str(o, MQTT_PROP_RESPONSE_TOPIC, p->response_topic);
+	if (p->present & MQTT_P_CORRELATION_DATA)
+		o = put_str(o, MQTT_PROP_CORRELATION_DATA, p->correlation_data);
+	if (p->user_props.len) {
+		memcpy(o, p->user_props.p, p->user_props.len);
+		o += p->user_props.len;
+	}
+	return (size_t)(o - out);
+}

@@ -1,0 +1,18 @@
+/* The publish path shared by client PUBLISH, will messages and restored state:
+ * retained store update, then routing to every matching subscription. */
+#ifndef BW_PUBLISH_H
+#define BW_PUBLISH_H
+
+#include <stddef.h>
+
+struct worker;
+struct msg;
+struct client;
+
+/* Publish m on worker w (the caller keeps its reference): when m->retain, store or clear
+ * it as the topic's retained message (and persist that); then deliver to every matching
+ * subscription (no-local, QoS downgrade, retain-as-published applied). Returns the
+ * number of subscriptions the message was delivered to. */
+size_t broker_publish(struct worker *w, struct msg *m, struct client *from);
+
+#endif

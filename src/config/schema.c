@@ -1,0 +1,1002 @@
+/* The configuration schema: walks a HOCON tree (config/hocon.h) into struct config.
+ *
+ * Every key falls in one of four classes:
+ *   - known: parsed and validated; a bad value is an error naming file:line and key;
+ *   - EMQX keys Bulwark deliberately does not use (cluster.*, dashboard.*, node.cookie, ...):
+ *     loaded with one warning naming them;
+ *   - keys of features not built yet: refused with "not supported yet: KEY (file:line)";
+ *   - anything else: an error ("unknown key"), so a typo is never silently ignored.
+ * Tables below list every key of each section; adding a feature means moving its key
+ * from the "not supported yet" class to a real field.
+ */
+#include "config/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/hocon.h"
+#include "config/values.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+enum ftype {
+	F_BOOL,
+	F_U8,
+	F_U16,
+	F_U32,
+	F_U64,
+	F_U32_INF,     /* integer or "infinity" (stored as 0) */
+	F_U64_INF,
+	F_DURATION_MS, /* "15s"; "infinity" -> UINT64_MAX */
+	F_DURATION_S32, /* "2h" stored as seconds in uint32 */
+	F_DURATION_S32_INF, /* as above, "infinity" -> 0 */
+	F_BYTES32,
+	F_DOUBLE,
+	F_STRING,
+	F_ENUM,        /* stored as int */
+	F_CUSTOM,
+	F_IGNORED,     /* EMQX key Bulwark does not use: warn */
+	F_UNSUPPORTED, /* feature not built yet: refuse */
+};
+
+struct ld;
+struct field {
+	const char *key;
+	enum ftype type;
+	size_t off;
+	int64_t min, max;
+	const char *const *names; /* F_ENUM, NULL-terminated */
+	bool (*custom)(struct ld *ld, const struct hocon_member *m, void *target);
+};
+
+static const char *intern(struct config *cfg, const char *s);
+
+struct ld {
+	char *err;
+	size_t errlen;
+	struct config *cfg;
+	char path[512];
+};
+
+/* ---- errors and warnings ---- */
+
+static const char *mfile(const struct hocon_member *m)
+{
+	return m && m->file ? m->file : "(config)";
+}
+
+static bool fail(struct ld *ld, const struct hocon_member *m, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static bool fail(struct ld *ld, const struct hocon_member *m, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", mfile(m), m ? m->line : 0, ld->path, msg);
+	return false;
+}
+
+/* Push/pop a key onto the current path for messages. */
+static size_t path_push(struct ld *ld, const char *key)
+{
+	size_t old = strlen(ld->path);
+	snprintf(ld->path + old, sizeof ld->path - old, "%s%s", old ? "." : "", key);
+	return old;
+}
+
+static void path_pop(struct ld *ld, size_t old)
+{
+	ld->path[old] = '\0';
+}
+
+static void warn_ignored(struct ld *ld, const struct hocon_member *m)
+{
+	log_warn("%s:%d: %s is an EMQX setting Bulwark does not use; ignored", mfile(m), m->line, ld->path);
+}
+
+static bool unsupported(struct ld *ld, const struct hocon_member *m)
+{
+	snprintf(ld->err, ld->errlen, "not supported yet: %s (%s:%d)", ld->path, mfile(m), m->line);
+	return false;
+}
+
+static bool unknown(struct ld *ld, const struct hocon_member *m)
+{
+	return fail(ld, m, "unknown key");
+}
+
+/* ---- scalar getters ---- */
+
+static const char *scalar(const struct hocon_node *n)
+{
+	return (n->type == HOCON_STRING || n->type == HOCON_NUMBER || n->type == HOCON_BOOL) ? n->str : NULL;
+}
+
+static bool get_bool(struct ld *ld, const struct hocon_member *m, bool *out)
+{
+	const struct hocon_node *n = m->value;
+	if (n->type == HOCON_BOOL) {
+		*out = n->boolean;
+		return true;
+	}
+	if (n->type == HOCON_STRING && (strcmp(n->str, "true") == 0 || strcmp(n->str, "false") == 0)) {
+		*out = n->str[0] == 't';
+		return true;
+	}
+	return fail(ld, m, "expected true or false, got %s", scalar(n) ? scalar(n) : hocon_type_str(n->type));
+}
+
+static bool is_infinity(const struct hocon_node *n)
+{
+	return n->type == HOCON_STRING && strcasecmp(n->str, "infinity") == 0;
+}
+
+static bool get_uint(struct ld *ld, const struct hocon_member *m, int64_t min, int64_t max, uint64_t *out)
+{
+	const struct hocon_node *n = m->value;
+	const char *s = scalar(n);
+	char *end = NULL;
+	if (s && n->type != HOCON_BOOL) {
+		errno = 0;
+		long long v = strtoll(s, &end, 10);
+		if (end != s && *end == '\0' && errno == 0 && v >= min && v <= max) {
+			*out = (uint64_t)v;
+			return true;
+		}
+	}
+	return fail(ld, m, "expected an integer in %lld..%lld, got %s", (long long)min, (long long)max,
+		    s ? s : hocon_type_str(n->type));
+}
+
+static bool get_string(struct ld *ld, const struct hocon_member *m, char **out)
+{
+	const char *s = scalar(m->value);
+	if (!s || m->value->type == HOCON_BOOL)
+		return fail(ld, m, "expected a string, got %s", hocon_type_str(m->value->type));
+	free(*out);
+	*out = xstrdup(s);
+	return true;
+}
+
+static bool get_enum(struct ld *ld, const struct hocon_member *m, const char *const *names, int *out)
+{
+	const char *s = scalar(m->value);
+	if (s) {
+		for (int i = 0; names[i]; i++) {
+			if (strcmp(s, names[i]) == 0) {
+				*out = i;
+				return true;
+			}
+		}
+	}
+	char allowed[256] = "";
+	for (int i = 0; names[i]; i++)
+		snprintf(allowed + strlen(allowed), sizeof allowed - strlen(allowed), "%s%s", i ? ", " : "", names[i]);
+	return fail(ld, m, "expected one of %s, got %s", allowed, s ? s : hocon_type_str(m->value->type));
+}
+
+static bool load_field(struct ld *ld, const struct field *f, const struct hocon_member *m, void *target)
+{
+	char *base = target;
+	void *p = base + f->off;
+	const struct hocon_node *n = m->value;
+	uint64_t v = 0;
+	switch (f->type) {
+	case F_BOOL:
+		return get_bool(ld, m, p);
+	case F_U8:
+		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT8_MAX, &v))
+			return false;
+		*(uint8_t *)p = (uint8_t)v;
+		return true;
+	case F_U16:
+		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT16_MAX, &v))
+			return false;
+		*(uint16_t *)p = (uint16_t)v;
+		return true;
+	case F_U32:
+		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT32_MAX, &v))
+			return false;
+		*(uint32_t *)p = (uint32_t)v;
+		return true;
+	case F_U64:
+		if (!get_uint(ld, m, f->min, f->max ? f->max : INT64_MAX, &v))
+			return false;
+		*(uint64_t *)p = v;
+		return true;
+	case F_U32_INF:
+		if (is_infinity(n)) {
+			*(uint32_t *)p = 0;
+			return true;
+		}
+		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT32_MAX, &v))
+			return false;
+		*(uint32_t *)p = (uint32_t)v;
+		return true;
+	case F_U64_INF:
+		if (is_infinity(n)) {
+			*(uint64_t *)p = 0;
+			return true;
+		}
+		if (!get_uint(ld, m, f->min, f->max ? f->max : INT64_MAX, &v))
+			return false;
+		*(uint64_t *)p = v;
+		return true;
+	case F_DURATION_MS:
+		if (is_infinity(n)) {
+			*(uint64_t *)p = UINT64_MAX;
+			return true;
+		}
+		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_duration_ms(n->str, &v))
+			return fail(ld, m, "expected a duration such as 15s, 5m or 2h, got %s",
+				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
+		*(uint64_t *)p = v;
+		return true;
+	case F_DURATION_S32:
+	case F_DURATION_S32_INF:
+		if (f->type == F_DURATION_S32_INF && is_infinity(n)) {
+			*(uint32_t *)p = 0;
+			return true;
+		}
+		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_duration_s(n->str, &v) || v > UINT32_MAX)
+			return fail(ld, m, "expected a duration such as 30s, 2h or 7d, got %s",
+				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
+		*(uint32_t *)p = (uint32_t)v;
+		return true;
+	case F_BYTES32:
+		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_bytesize(n->str, &v) || v < (uint64_t)f->min ||
+		    v > (uint64_t)f->max)
+			return fail(ld, m, "expected a size such as 1MB in %lld..%lld bytes, got %s", (long long)f->min,
+				    (long long)f->max, scalar(n) ? scalar(n) : hocon_type_str(n->type));
+		*(uint32_t *)p = (uint32_t)v;
+		return true;
+	case F_DOUBLE: {
+		char *end = NULL;
+		double d = scalar(n) && n->type != HOCON_BOOL ? strtod(n->str, &end) : NAN;
+		if (!end || *end || !isfinite(d) || d < (double)f->min || d > (double)f->max)
+			return fail(ld, m, "expected a number in %lld..%lld, got %s", (long long)f->min, (long long)f->max,
+				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
+		*(double *)p = d;
+		return true;
+	}
+	case F_STRING:
+		return get_string(ld, m, p);
+	case F_ENUM:
+		return get_enum(ld, m, f->names, p);
+	case F_CUSTOM:
+		return f->custom(ld, m, target);
+	case F_IGNORED:
+		warn_ignored(ld, m);
+		return true;
+	case F_UNSUPPORTED:
+		return unsupported(ld, m);
+	}
+	return false;
+}
+
+/* Load every member of obj through a field table. */
+static bool load_fields(struct ld *ld, const struct hocon_member *parent, const struct hocon_node *obj,
+			const struct field *fields, void *target)
+{
+	if (obj->type != HOCON_OBJECT)
+		return fail(ld, parent, "expected an object { ... }, got %s", hocon_type_str(obj->type));
+	for (size_t i = 0; i < obj->n; i++) {
+		const struct hocon_member *m = &obj->members[i];
+		size_t old = path_push(ld, m->key);
+		const struct field *f = fields;
+		while (f->key && strcmp(f->key, m->key) != 0)
+			f++;
+		bool ok = f->key ? load_field(ld, f, m, target) : unknown(ld, m);
+		path_pop(ld, old);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* ---- mqtt ---- */
+
+#define MQ(f) offsetof(struct cfg_mqtt, f)
+
+static bool custom_server_keepalive(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_mqtt *mq = target;
+	if (m->value->type == HOCON_STRING && strcmp(m->value->str, "disabled") == 0) {
+		mq->server_keepalive_s = 0;
+		return true;
+	}
+	uint64_t v;
+	if (!get_uint(ld, m, 1, 65535, &v))
+		return fail(ld, m, "expected disabled or seconds in 1..65535");
+	mq->server_keepalive_s = (uint32_t)v;
+	return true;
+}
+
+static bool custom_peer_cert(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	(void)target;
+	const char *s = scalar(m->value);
+	if (s && strcmp(s, "disabled") == 0)
+		return true; /* the default: harmless to state */
+	return unsupported(ld, m);
+}
+
+static bool custom_client_attrs(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	(void)target;
+	if (m->value->type == HOCON_ARRAY && m->value->n == 0)
+		return true;
+	return unsupported(ld, m);
+}
+
+static const struct field mqtt_fields[] = {
+	{ "max_packet_size", F_BYTES32, MQ(max_packet_size), 16, 268435455, NULL, NULL },
+	{ "max_clientid_len", F_U32, MQ(max_clientid_len), 23, 65535, NULL, NULL },
+	{ "idle_timeout", F_DURATION_MS, MQ(idle_timeout_ms), 0, 0, NULL, NULL },
+	{ "use_username_as_clientid", F_BOOL, MQ(use_username_as_clientid), 0, 0, NULL, NULL },
+	{ "session_expiry_interval", F_DURATION_S32, MQ(session_expiry_interval_s), 0, 0, NULL, NULL },
+	{ "max_inflight", F_U32, MQ(max_inflight), 1, 65535, NULL, NULL },
+	{ "max_mqueue_len", F_U32_INF, MQ(max_mqueue_len), 0, 0, NULL, NULL },
+	{ "mqueue_store_qos0", F_BOOL, MQ(mqueue_store_qos0), 0, 0, NULL, NULL },
+	{ "retain_available", F_BOOL, MQ(retain_available), 0, 0, NULL, NULL },
+	{ "wildcard_subscription", F_BOOL, MQ(wildcard_subscription), 0, 0, NULL, NULL },
+	{ "shared_subscription", F_BOOL, MQ(shared_subscription), 0, 0, NULL, NULL },
+	{ "keepalive_multiplier", F_DOUBLE, MQ(keepalive_multiplier), 1, 100, NULL, NULL },
+	{ "server_keepalive", F_CUSTOM, 0, 0, 0, NULL, custom_server_keepalive },
+	{ "max_topic_alias", F_U16, MQ(max_topic_alias), 0, 65535, NULL, NULL },
+	{ "max_qos_allowed", F_U8, MQ(max_qos_allowed), 0, 2, NULL, NULL },
+	{ "max_topic_levels", F_U32, MQ(max_topic_levels), 1, 65535, NULL, NULL },
+	{ "retry_interval", F_DURATION_MS, MQ(retry_interval_ms), 0, 0, NULL, NULL },
+	{ "max_awaiting_rel", F_U32_INF, MQ(max_awaiting_rel), 0, 0, NULL, NULL },
+	{ "await_rel_timeout", F_DURATION_MS, MQ(await_rel_timeout_ms), 0, 0, NULL, NULL },
+	{ "upgrade_qos", F_BOOL, MQ(upgrade_qos), 0, 0, NULL, NULL },
+	{ "ignore_loop_deliver", F_BOOL, MQ(ignore_loop_deliver), 0, 0, NULL, NULL },
+	{ "max_subscriptions", F_U32_INF, MQ(max_subscriptions), 0, 0, NULL, NULL },
+	{ "message_expiry_interval", F_DURATION_S32_INF, MQ(message_expiry_interval_s), 0, 0, NULL, NULL },
+	{ "strict_mode", F_BOOL, MQ(strict_mode), 0, 0, NULL, NULL },
+	/* Certificate identity and client attributes: their own issues. */
+	{ "peer_cert_as_username", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert },
+	{ "peer_cert_as_clientid", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert },
+	{ "client_attrs_init", F_CUSTOM, 0, 0, 0, NULL, custom_client_attrs },
+	{ "takeover_requires_same_identity", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "clientid_override", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	/* EMQX tuning Bulwark has no use for. */
+	{ "keepalive_check_interval", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "mqueue_priorities", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "mqueue_default_priority", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "shared_subscription_strategy", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "shared_subscription_initial_sticky_pick", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "exclusive_subscription", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "response_information", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_clientid_len_warning", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+/* ---- listeners ---- */
+
+#define LI(f) offsetof(struct cfg_listener, f)
+#define SSL(f) offsetof(struct cfg_ssl, f)
+
+static bool custom_bind(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	const char *s = scalar(m->value);
+	if (!s || m->value->type == HOCON_BOOL || !cfg_parse_bind(s, &l->bind, &l->bind_len))
+		return fail(ld, m, "expected a port or ip:port such as \"0.0.0.0:1883\", got %s",
+			    s ? s : hocon_type_str(m->value->type));
+	free(l->bind_str);
+	l->bind_str = xstrdup(s);
+	return true;
+}
+
+static bool custom_max_connections(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	if (is_infinity(m->value)) {
+		l->max_connections = 0;
+		return true;
+	}
+	return get_uint(ld, m, 1, INT64_MAX, &l->max_connections);
+}
+
+static bool custom_enable_authn(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	const char *s = scalar(m->value);
+	if (s && strcmp(s, "quick_deny_anonymous") == 0) {
+		l->enable_authn = CFG_AUTHN_QUICK_DENY_ANONYMOUS;
+		return true;
+	}
+	bool b;
+	if (m->value->type == HOCON_BOOL || (s && (!strcmp(s, "true") || !strcmp(s, "false")))) {
+		if (!get_bool(ld, m, &b))
+			return false;
+		l->enable_authn = b ? CFG_AUTHN_TRUE : CFG_AUTHN_FALSE;
+		return true;
+	}
+	return fail(ld, m, "expected true, false or quick_deny_anonymous, got %s", s ? s : hocon_type_str(m->value->type));
+}
+
+/* "allow 10.0.0.0/8", "deny 1.2.3.4", "allow all" */
+static bool parse_access_rule(const char *s, struct cfg_access_rule *r)
+{
+	while (*s == ' ')
+		s++;
+	if (strncmp(s, "allow ", 6) == 0)
+		r->allow = true;
+	else if (strncmp(s, "deny ", 5) == 0)
+		r->allow = false;
+	else
+		return false;
+	s += r->allow ? 6 : 5;
+	while (*s == ' ')
+		s++;
+	if (strcmp(s, "all") == 0) {
+		r->all = true;
+		return true;
+	}
+	return cfg_parse_cidr(s, &r->cidr);
+}
+
+static bool custom_access_rules(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	const struct hocon_node *n = m->value;
+	if (n->type != HOCON_ARRAY)
+		return fail(ld, m, "expected an array of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]");
+	free(l->access_rules);
+	l->access_rules = xcalloc(n->n ? n->n : 1, sizeof *l->access_rules);
+	l->n_access_rules = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		const char *s = scalar(n->items[i]);
+		if (!s || !parse_access_rule(s, &l->access_rules[i]))
+			return fail(ld, m, "rule %zu: expected \"allow|deny <ip>|<cidr>|all\", got %s", i + 1,
+				    s ? s : hocon_type_str(n->items[i]->type));
+	}
+	return true;
+}
+
+static bool custom_verify(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	static const char *const names[] = { "verify_none", "verify_peer", NULL };
+	int v;
+	if (!get_enum(ld, m, names, &v))
+		return false;
+	ssl->verify_peer = v == 1;
+	return true;
+}
+
+static bool custom_password(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	char *s = NULL;
+	if (!get_string(ld, m, &s))
+		return false;
+	if (strncmp(s, "file://", 7) == 0) {
+		FILE *f = fopen(s + 7, "r");
+		if (!f) {
+			bool r = fail(ld, m, "cannot read password file %s", s + 7);
+			free(s);
+			return r;
+		}
+		char buf[4096];
+		size_t n = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+			buf[--n] = '\0';
+		free(s);
+		s = xstrdup(buf);
+	}
+	free(ssl->password);
+	ssl->password = s;
+	return true;
+}
+
+static const struct field ssl_fields[] = {
+	{ "cacertfile", F_STRING, SSL(cacertfile), 0, 0, NULL, NULL },
+	{ "certfile", F_STRING, SSL(certfile), 0, 0, NULL, NULL },
+	{ "keyfile", F_STRING, SSL(keyfile), 0, 0, NULL, NULL },
+	{ "password", F_CUSTOM, 0, 0, 0, NULL, custom_password },
+	{ "verify", F_CUSTOM, 0, 0, 0, NULL, custom_verify },
+	{ "fail_if_no_peer_cert", F_BOOL, SSL(fail_if_no_peer_cert), 0, 0, NULL, NULL },
+	{ "depth", F_U32, SSL(depth), 0, 100, NULL, NULL },
+	/* The full TLS feature set is its own issue. */
+	{ "versions", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "ciphers", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "honor_cipher_order", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "reuse_sessions", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "session_tickets", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "handshake_timeout", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "partial_chain", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "verify_peer_ext_key_usage", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "enable_crl_check", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "crlfile", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "crl_check_chain", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "ocsp", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "ocsp_client", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "managed_certs", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "dhfile", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "secure_renegotiate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "client_renegotiation", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	/* Erlang/OTP runtime tuning. */
+	{ "hibernate_after", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "log_level", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "gc_after_handshake", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "user_lookup_fun", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "middlebox_comp_mode", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_ssl_options(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	if (l->type != CFG_LISTENER_SSL)
+		return fail(ld, m, "ssl_options only apply to ssl listeners");
+	l->ssl.file = intern(ld->cfg, m->file);
+	l->ssl.line = m->line;
+	return load_fields(ld, m, m->value, ssl_fields, &l->ssl);
+}
+
+static const struct field listener_fields[] = {
+	{ "bind", F_CUSTOM, 0, 0, 0, NULL, custom_bind },
+	{ "enable", F_BOOL, LI(enable), 0, 0, NULL, NULL },
+	{ "enabled", F_BOOL, LI(enable), 0, 0, NULL, NULL },
+	{ "max_connections", F_CUSTOM, 0, 0, 0, NULL, custom_max_connections },
+	{ "enable_authn", F_CUSTOM, 0, 0, 0, NULL, custom_enable_authn },
+	{ "access_rules", F_CUSTOM, 0, 0, 0, NULL, custom_access_rules },
+	{ "mountpoint", F_STRING, LI(mountpoint), 0, 0, NULL, NULL },
+	{ "ssl_options", F_CUSTOM, 0, 0, 0, NULL, custom_ssl_options },
+	{ "proxy_protocol", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "proxy_protocol_timeout", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "proxy_protocol_trusted", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "authentication", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "max_conn_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "max_conn_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "messages_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "messages_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "bytes_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "bytes_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "websocket", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "acceptors", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "zone", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tcp_options", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "limiter", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "allow_log_packet_data_from", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+/* Keep a file name alive as long as the config (the HOCON tree is freed after loading). */
+static const char *intern(struct config *cfg, const char *s)
+{
+	if (!s)
+		return NULL;
+	for (struct cfg_string *x = cfg->strings; x; x = x->next)
+		if (strcmp(x->s, s) == 0)
+			return x->s;
+	size_t n = strlen(s) + 1;
+	struct cfg_string *x = xmalloc(sizeof *x + n);
+	memcpy(x->s, s, n);
+	x->next = cfg->strings;
+	cfg->strings = x;
+	return x->s;
+}
+
+static struct cfg_listener *find_listener(struct config *cfg, enum cfg_listener_type t, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		if (cfg->listeners[i].type == t && strcmp(cfg->listeners[i].name, name) == 0)
+			return &cfg->listeners[i];
+	return NULL;
+}
+
+static struct cfg_listener *add_listener(struct config *cfg, enum cfg_listener_type t, const char *name,
+					 const char *bind, bool loopback)
+{
+	cfg->listeners = xrealloc(cfg->listeners, (cfg->n_listeners + 1) * sizeof *cfg->listeners);
+	struct cfg_listener *l = &cfg->listeners[cfg->n_listeners++];
+	memset(l, 0, sizeof *l);
+	l->type = t;
+	l->name = xstrdup(name);
+	l->id = xasprintf("%s:%s", t == CFG_LISTENER_SSL ? "ssl" : "tcp", name);
+	l->enable = true;
+	l->enable_authn = CFG_AUTHN_TRUE;
+	l->mountpoint = xstrdup("");
+	l->ssl.depth = 10;
+	char b[64];
+	snprintf(b, sizeof b, "%s:%s", loopback ? "127.0.0.1" : "0.0.0.0", bind);
+	l->bind_str = xstrdup(b);
+	cfg_parse_bind(l->bind_str, &l->bind, &l->bind_len);
+	return l;
+}
+
+/* Names given `= marked_for_deletion` per listener type, so the implicit defaults stay away. */
+struct deleted {
+	bool tcp_default, ssl_default;
+};
+
+static bool load_listener_type(struct ld *ld, const struct hocon_member *tm, enum cfg_listener_type t, struct deleted *del)
+{
+	const struct hocon_node *obj = tm->value;
+	if (obj->type != HOCON_OBJECT)
+		return fail(ld, tm, "expected an object of named listeners");
+	for (size_t i = 0; i < obj->n; i++) {
+		const struct hocon_member *m = &obj->members[i];
+		size_t old = path_push(ld, m->key);
+		bool ok = true;
+		if (m->value->type == HOCON_STRING && strcmp(m->value->str, "marked_for_deletion") == 0) {
+			if (strcmp(m->key, "default") == 0) {
+				if (t == CFG_LISTENER_TCP)
+					del->tcp_default = true;
+				else
+					del->ssl_default = true;
+			}
+			struct cfg_listener *l = find_listener(ld->cfg, t, m->key);
+			if (l)
+				l->enable = false;
+		} else if (m->value->type != HOCON_OBJECT) {
+			ok = fail(ld, m, "expected a listener object or marked_for_deletion");
+		} else {
+			struct cfg_listener *l = find_listener(ld->cfg, t, m->key);
+			if (!l)
+				l = add_listener(ld->cfg, t, m->key, t == CFG_LISTENER_SSL ? "8883" : "1883", false);
+			l->file = intern(ld->cfg, m->file);
+			l->line = m->line;
+			ok = load_fields(ld, m, m->value, listener_fields, l);
+		}
+		path_pop(ld, old);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static bool load_listeners(struct ld *ld, const struct hocon_member *lm, struct deleted *del)
+{
+	const struct hocon_node *obj = lm->value;
+	if (obj->type != HOCON_OBJECT)
+		return fail(ld, lm, "expected an object");
+	for (size_t i = 0; i < obj->n; i++) {
+		const struct hocon_member *m = &obj->members[i];
+		size_t old = path_push(ld, m->key);
+		bool ok;
+		if (strcmp(m->key, "tcp") == 0) {
+			ok = load_listener_type(ld, m, CFG_LISTENER_TCP, del);
+		} else if (strcmp(m->key, "ssl") == 0) {
+			ok = load_listener_type(ld, m, CFG_LISTENER_SSL, del);
+		} else if (strcmp(m->key, "ws") == 0 || strcmp(m->key, "wss") == 0 || strcmp(m->key, "quic") == 0) {
+			/* Deleting a listener type we do not have yet is fine; configuring one is not. */
+			ok = true;
+			if (m->value->type != HOCON_OBJECT) {
+				ok = unsupported(ld, m);
+			} else {
+				for (size_t k = 0; k < m->value->n && ok; k++) {
+					const struct hocon_member *x = &m->value->members[k];
+					bool off = (x->value->type == HOCON_STRING && !strcmp(x->value->str, "marked_for_deletion"));
+					if (!off && x->value->type == HOCON_OBJECT) {
+						const struct hocon_member *en = hocon_get_member(x->value, "enable");
+						off = en && en->value->type == HOCON_BOOL && !en->value->boolean;
+					}
+					if (!off) {
+						size_t o2 = path_push(ld, x->key);
+						ok = unsupported(ld, x);
+						path_pop(ld, o2);
+					}
+				}
+			}
+		} else {
+			ok = unknown(ld, m);
+		}
+		path_pop(ld, old);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* ---- node, log, durable_storage ---- */
+
+#define CF(f) offsetof(struct config, f)
+
+static bool custom_log_console(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct config *cfg = target;
+	const struct hocon_node *obj = m->value;
+	if (obj->type != HOCON_OBJECT)
+		return fail(ld, m, "expected an object");
+	for (size_t i = 0; i < obj->n; i++) {
+		const struct hocon_member *x = &obj->members[i];
+		size_t old = path_push(ld, x->key);
+		bool ok = true;
+		if (strcmp(x->key, "level") == 0) {
+			enum log_level lvl;
+			const char *s = scalar(x->value);
+			if (!s || !log_level_parse(s, &lvl))
+				ok = fail(ld, x, "expected debug, info, warning or error");
+			else
+				cfg->log_level = (int)lvl;
+		} else if (!strcmp(x->key, "enable") || !strcmp(x->key, "formatter") || !strcmp(x->key, "time_offset") ||
+			   !strcmp(x->key, "single_line") || !strcmp(x->key, "chars_limit") ||
+			   !strcmp(x->key, "max_depth") || !strcmp(x->key, "timestamp_format") ||
+			   !strcmp(x->key, "payload_encode")) {
+			warn_ignored(ld, x);
+		} else {
+			ok = unknown(ld, x);
+		}
+		path_pop(ld, old);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static const struct field log_fields[] = {
+	{ "console", F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
+	{ "console_handler", F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
+	{ "file", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "file_handlers", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "audit", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "throttling", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static const struct field node_fields[] = {
+	{ "data_dir", F_STRING, CF(data_dir), 0, 0, NULL, NULL },
+	{ "workers", F_U32, CF(workers), 0, 256, NULL, NULL },
+	{ "name", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "cookie", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "process_limit", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_ports", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "dist_buffer_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_ets_tables", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "global_gc_interval", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_file", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_seconds", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_bytes", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "dist_net_ticktime", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "backtrace_depth", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "applications", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "etc_dir", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "role", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "broker_pool_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "generic_pool_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "channel_cleanup_batch_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_server_session_tickets_amount", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_server_session_ticket_lifetime", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_stateless_tickets_seed", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_fsync(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct config *cfg = target;
+	static const char *const names[] = { "always", "batch", "never", NULL };
+	int v;
+	if (!get_enum(ld, m, names, &v))
+		return false;
+	cfg->fsync = (enum cfg_fsync)v;
+	return true;
+}
+
+static const struct field durable_fields[] = {
+	{ "fsync", F_CUSTOM, 0, 0, 0, NULL, custom_fsync },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+/* Root sections: loaded, ignored (EMQX features Bulwark does not have), or not built yet. */
+static const char *const ignored_roots[] = {
+	"cluster", "dashboard", "rpc", "api_key", "prometheus", "telemetry", "rule_engine", "bridges",
+	"connectors", "actions", "sources", "plugins", "gateway", "exhook", "license", "alarm", "sysmon",
+	"sys_topics", "retainer", "delayed", "auto_subscribe", "topic_metrics", "slow_subs", "force_shutdown",
+	"force_gc", "overload_protection", "conn_congestion", "stats", "broker", "zones", "durable_sessions",
+	"session_persistence", "limiter", "os_mon", "vm_mon", "opentelemetry", "schema_registry", "message_transformation",
+	"schema_validation", "file_transfer", "mqtt_stream", NULL,
+};
+
+static const char *const unsupported_roots[] = {
+	"authentication", "authentication_settings", "authorization", "banned", "flapping_detect", "crl_cache",
+	"psk_authentication", NULL,
+};
+
+static bool in_list(const char *const *list, const char *key)
+{
+	for (; *list; list++)
+		if (strcmp(*list, key) == 0)
+			return true;
+	return false;
+}
+
+static bool load_root(struct ld *ld, const struct hocon_node *root)
+{
+	struct config *cfg = ld->cfg;
+	struct deleted del = { 0 };
+	for (size_t i = 0; i < root->n; i++) {
+		const struct hocon_member *m = &root->members[i];
+		size_t old = path_push(ld, m->key);
+		bool ok;
+		if (strcmp(m->key, "mqtt") == 0)
+			ok = load_fields(ld, m, m->value, mqtt_fields, &cfg->mqtt);
+		else if (strcmp(m->key, "listeners") == 0)
+			ok = load_listeners(ld, m, &del);
+		else if (strcmp(m->key, "node") == 0)
+			ok = load_fields(ld, m, m->value, node_fields, cfg);
+		else if (strcmp(m->key, "log") == 0)
+			ok = load_fields(ld, m, m->value, log_fields, cfg);
+		else if (strcmp(m->key, "durable_storage") == 0)
+			ok = load_fields(ld, m, m->value, durable_fields, cfg);
+		else if (in_list(ignored_roots, m->key)) {
+			warn_ignored(ld, m);
+			ok = true;
+		} else if (in_list(unsupported_roots, m->key))
+			ok = unsupported(ld, m);
+		else
+			ok = unknown(ld, m);
+		path_pop(ld, old);
+		if (!ok)
+			return false;
+	}
+	/* EMQX's implicit default listeners, unless deleted. They were created up front so a
+	 * config block for "default" only overrides what it sets. */
+	struct cfg_listener *t = find_listener(cfg, CFG_LISTENER_TCP, "default");
+	struct cfg_listener *s = find_listener(cfg, CFG_LISTENER_SSL, "default");
+	if (t && del.tcp_default)
+		t->enable = false;
+	if (s && del.ssl_default)
+		s->enable = false;
+	return true;
+}
+
+/* Checks that need the whole config. */
+static bool validate(struct ld *ld)
+{
+	struct config *cfg = ld->cfg;
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		struct cfg_listener *l = &cfg->listeners[i];
+		if (!l->enable || l->type != CFG_LISTENER_SSL)
+			continue;
+		struct cfg_ssl *ssl = &l->ssl;
+		const char *file = ssl->file ? ssl->file : (l->file ? l->file : cfg->source);
+		int line = ssl->file ? ssl->line : l->line;
+		if (!ssl->certfile && !ssl->keyfile) {
+			ssl->dev_cert = true;
+		} else if (!ssl->certfile || !ssl->keyfile) {
+			snprintf(ld->err, ld->errlen, "%s:%d: listeners.ssl.%s.ssl_options: %s is set but %s is missing", file,
+				 line, l->name, ssl->certfile ? "certfile" : "keyfile", ssl->certfile ? "keyfile" : "certfile");
+			return false;
+		}
+		if (ssl->verify_peer && !ssl->cacertfile && !ssl->dev_cert) {
+			snprintf(ld->err, ld->errlen,
+				 "%s:%d: listeners.ssl.%s.ssl_options: verify = verify_peer needs a cacertfile to verify "
+				 "client certificates against",
+				 file, line, l->name);
+			return false;
+		}
+		if (ssl->fail_if_no_peer_cert && !ssl->verify_peer)
+			log_warn("%s:%d: listeners.ssl.%s.ssl_options.fail_if_no_peer_cert = true has no effect with "
+				 "verify = verify_none (clients are not asked for a certificate)",
+				 file, line, l->name);
+	}
+	return true;
+}
+
+/* ---- public ---- */
+
+static void set_defaults(struct config *cfg)
+{
+	cfg->data_dir = xstrdup("data");
+	cfg->workers = 0;
+	cfg->log_level = LOG_INFO;
+	cfg->fsync = CFG_FSYNC_BATCH;
+	struct cfg_mqtt *m = &cfg->mqtt;
+	m->max_packet_size = 1024 * 1024;
+	m->max_clientid_len = 65535;
+	m->idle_timeout_ms = 15000;
+	m->use_username_as_clientid = false;
+	m->session_expiry_interval_s = 2 * 3600;
+	m->max_inflight = 32;
+	m->max_mqueue_len = 1000;
+	m->mqueue_store_qos0 = true;
+	m->retain_available = true;
+	m->wildcard_subscription = true;
+	m->shared_subscription = true;
+	m->keepalive_multiplier = 1.5;
+	m->server_keepalive_s = 0;
+	m->max_topic_alias = 65535;
+	m->max_qos_allowed = 2;
+	m->max_topic_levels = 128;
+	m->retry_interval_ms = 30000;
+	m->max_awaiting_rel = 100;
+	m->await_rel_timeout_ms = 300000;
+	m->max_subscriptions = 0;
+	m->message_expiry_interval_s = 0;
+}
+
+static struct config *new_config(const char *source, bool loopback)
+{
+	struct config *cfg = xcalloc(1, sizeof *cfg);
+	cfg->source = xstrdup(source);
+	set_defaults(cfg);
+	add_listener(cfg, CFG_LISTENER_TCP, "default", "1883", loopback);
+	add_listener(cfg, CFG_LISTENER_SSL, "default", "8883", loopback);
+	return cfg;
+}
+
+static struct config *load_tree(struct hocon_node *root, const char *source, char *err, size_t errlen)
+{
+	struct config *cfg = new_config(source, false);
+	struct ld ld = { .err = err, .errlen = errlen, .cfg = cfg };
+	bool ok = load_root(&ld, root) && validate(&ld);
+	hocon_free(root);
+	if (!ok) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct hocon_error he;
+	struct hocon_node *root = hocon_parse_file(path, &he);
+	if (!root) {
+		snprintf(err, errlen, "%s:%d: %s", he.file, he.line, he.msg);
+		return NULL;
+	}
+	return load_tree(root, path, err, errlen);
+}
+
+struct config *config_load_string(const char *text, const char *name, char *err, size_t errlen)
+{
+	struct hocon_error he;
+	struct hocon_node *root = hocon_parse_string(text, strlen(text), name, &he);
+	if (!root) {
+		snprintf(err, errlen, "%s:%d: %s", he.file, he.line, he.msg);
+		return NULL;
+	}
+	return load_tree(root, name, err, errlen);
+}
+
+struct config *config_default(void)
+{
+	struct config *cfg = new_config("(embedded default)", true);
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		if (cfg->listeners[i].type == CFG_LISTENER_SSL)
+			cfg->listeners[i].ssl.dev_cert = true;
+	return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		struct cfg_listener *l = &cfg->listeners[i];
+		free(l->name);
+		free(l->id);
+		free(l->bind_str);
+		free(l->access_rules);
+		free(l->mountpoint);
+		free(l->ssl.cacertfile);
+		free(l->ssl.certfile);
+		free(l->ssl.keyfile);
+		free(l->ssl.password);
+	}
+	free(cfg->listeners);
+	while (cfg->strings) {
+		struct cfg_string *x = cfg->strings;
+		cfg->strings = x->next;
+		free(x);
+	}
+	free(cfg->data_dir);
+	free(cfg->source);
+	free(cfg);
+}

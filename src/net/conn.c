@@ -1,0 +1,583 @@
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#define SCRATCH_SIZE (64u * 1024u)
+#define READ_BUDGET (256u * 1024u) /* bytes read per connection per wakeup before yielding */
+#define BLOCK_CACHE_MAX 64
+#define IOV_BATCH 64
+#define LINGER_MS 2000u
+
+/* Per-thread state: every loop thread reads into one scratch buffer, recycles output
+ * blocks through a small cache, and reaps closed connections at the end of an iteration. */
+struct conn_thread {
+	uint8_t *scratch;
+	struct out_block *cache;
+	int ncache;
+	struct list zombies;
+	struct loop_task reaper;
+	bool init;
+};
+
+static _Thread_local struct conn_thread th;
+
+static void reap(struct loop_task *t);
+
+void conn_thread_init(void)
+{
+	if (th.init)
+		return;
+	th.scratch = xmalloc(SCRATCH_SIZE);
+	list_init(&th.zombies);
+	list_init(&th.reaper.link);
+	th.reaper.fn = reap;
+	th.init = true;
+}
+
+void conn_thread_cleanup(void)
+{
+	if (!th.init)
+		return;
+	free(th.scratch);
+	while (th.cache) {
+		struct out_block *b = th.cache;
+		th.cache = b->next;
+		free(b);
+	}
+	th.init = false;
+}
+
+/* ---- output blocks ---- */
+
+static struct out_block *block_new(size_t need)
+{
+	struct out_block *b;
+	if (need <= CONN_BLOCK_SIZE && th.cache) {
+		b = th.cache;
+		th.cache = b->next;
+		th.ncache--;
+	} else {
+		size_t cap = need <= CONN_BLOCK_SIZE ? CONN_BLOCK_SIZE : need;
+		b = xmalloc(sizeof *b + cap);
+		b->cap = (uint32_t)cap;
+	}
+	b->next = NULL;
+	b->off = b->len = 0;
+	return b;
+}
+
+static void block_free(struct out_block *b)
+{
+	if (b->cap == CONN_BLOCK_SIZE && th.init && th.ncache < BLOCK_CACHE_MAX) {
+		b->next = th.cache;
+		th.cache = b;
+		th.ncache++;
+		return;
+	}
+	free(b);
+}
+
+static void free_output(struct conn *c)
+{
+	while (c->out_head) {
+		struct out_block *b = c->out_head;
+		c->out_head = b->next;
+		block_free(b);
+	}
+	c->out_tail = NULL;
+	c->out_bytes = 0;
+}
+
+/* ---- lifecycle ---- */
+
+static void on_event(struct loop_io *io, uint32_t events);
+static void flush_task_fn(struct loop_task *t);
+static void read_task_fn(struct loop_task *t);
+
+void conn_format_addr(const struct sockaddr *sa, char *out, size_t outlen)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		port = ntohs(s4->sin_port);
+		snprintf(out, outlen, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		port = ntohs(s6->sin6_port);
+		snprintf(out, outlen, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, outlen, "local");
+	}
+}
+
+void conn_init(struct conn *c, struct loop *l, int fd, const struct transport_ops *tp, void *tp_state,
+	       const struct conn_handler *h, struct listener *li, const struct sockaddr *peer, socklen_t peerlen)
+{
+	c->io.fd = fd;
+	c->io.cb = on_event;
+	c->loop = l;
+	c->tp = tp;
+	c->tp_state = tp_state;
+	c->h = h;
+	c->listener = li;
+	c->flags = 0;
+	memset(&c->peer, 0, sizeof c->peer);
+	if (peer && peerlen <= sizeof c->peer)
+		memcpy(&c->peer, peer, peerlen);
+	conn_format_addr((const struct sockaddr *)&c->peer, c->peer_str, sizeof c->peer_str);
+	c->rbuf = (struct buf){ 0 };
+	c->out_head = c->out_tail = NULL;
+	c->out_bytes = 0;
+	list_init(&c->flush_task.link);
+	c->flush_task.fn = flush_task_fn;
+	list_init(&c->read_task.link);
+	c->read_task.fn = read_task_fn;
+	list_init(&c->zombie_link);
+	c->close_reason = NULL;
+	c->err[0] = '\0';
+	c->bytes_in = c->bytes_out = 0;
+	timer_init(&c->linger_timer, NULL);
+	loop_add(l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+	/* Start the handshake (TLS may need to wait for the ClientHello; TCP is done). */
+	loop_defer(l, &c->read_task);
+}
+
+static void reap(struct loop_task *t)
+{
+	(void)t;
+	while (!list_empty(&th.zombies)) {
+		struct conn *c = list_first(&th.zombies, struct conn, zombie_link);
+		list_del_init(&c->zombie_link);
+		c->h->on_close(c, c->close_reason ? c->close_reason : "closed");
+		if (c->tp->destroy)
+			c->tp->destroy(c);
+		if (c->io.fd >= 0)
+			close(c->io.fd);
+		c->io.fd = -1;
+		free_output(c);
+		buf_free(&c->rbuf);
+		c->h->free(c);
+	}
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+	if (c->flags & CONN_CLOSING)
+		return;
+	c->flags |= CONN_CLOSING;
+	if (!c->close_reason || !(c->flags & CONN_CLOSE_AFTER_FLUSH))
+		c->close_reason = reason;
+	loop_del(c->loop, &c->io);
+	loop_defer_cancel(&c->flush_task);
+	loop_defer_cancel(&c->read_task);
+	timer_cancel(&c->linger_timer);
+	list_push_back(&th.zombies, &c->zombie_link);
+	loop_defer(c->loop, &th.reaper);
+}
+
+static void linger_expired(struct timer *t)
+{
+	struct conn *c = container_of(t, struct conn, linger_timer);
+	conn_close(c, c->close_reason);
+}
+
+/* Output is written: half-close and discard input until the peer closes (or a grace
+ * period ends), so a final CONNACK/DISCONNECT is not destroyed by a reset caused by
+ * unread input. */
+static void start_linger(struct conn *c)
+{
+	if (c->flags & CONN_LINGER)
+		return;
+	c->flags |= CONN_LINGER;
+	if (c->tp->shutdown && (c->flags & CONN_OPEN))
+		c->tp->shutdown(c);
+	shutdown(c->io.fd, SHUT_WR);
+	c->linger_timer.cb = linger_expired;
+	timer_arm(c->loop, &c->linger_timer, LINGER_MS);
+	loop_defer(c->loop, &c->read_task);
+}
+
+void conn_close_after_flush(struct conn *c, const char *reason)
+{
+	if (conn_closing(c))
+		return;
+	c->flags |= CONN_CLOSE_AFTER_FLUSH;
+	c->close_reason = reason;
+	c->linger_timer.cb = linger_expired;
+	timer_arm(c->loop, &c->linger_timer, LINGER_MS);
+	if (c->out_head)
+		loop_defer(c->loop, &c->flush_task);
+	else
+		start_linger(c);
+}
+
+void conn_pause_read(struct conn *c)
+{
+	c->flags |= CONN_READ_PAUSED;
+}
+
+void conn_resume_read(struct conn *c)
+{
+	if (!(c->flags & CONN_READ_PAUSED))
+		return;
+	c->flags &= ~CONN_READ_PAUSED;
+	/* Edge-triggered: data that arrived while paused raises no new event. */
+	if (!conn_closing(c))
+		loop_defer(c->loop, &c->read_task);
+}
+
+/* ---- output ---- */
+
+uint8_t *conn_reserve(struct conn *c, size_t n)
+{
+	struct out_block *t = c->out_tail;
+	if (!t || t->cap - t->len < n) {
+		struct out_block *b = block_new(n);
+		if (t)
+			t->next = b;
+		else
+			c->out_head = b;
+		c->out_tail = t = b;
+	}
+	return t->data + t->len;
+}
+
+void conn_commit(struct conn *c, size_t n)
+{
+	c->out_tail->len += (uint32_t)n;
+	c->out_bytes += n;
+	if (c->out_bytes > CONN_OUT_HIGH)
+		c->flags |= CONN_ABOVE_HIGH;
+	if (!(c->flags & CONN_CLOSING))
+		loop_defer(c->loop, &c->flush_task);
+}
+
+void conn_write(struct conn *c, const void *p, size_t n)
+{
+	const uint8_t *src = p;
+	while (n) {
+		struct out_block *t = c->out_tail;
+		size_t room = t ? t->cap - t->len : 0;
+		if (!room) {
+			conn_reserve(c, n < CONN_BLOCK_SIZE ? n : CONN_BLOCK_SIZE);
+			t = c->out_tail;
+			room = t->cap - t->len;
+		}
+		size_t k = n < room ? n : room;
+		memcpy(t->data + t->len, src, k);
+		conn_commit(c, k);
+		src += k;
+		n -= k;
+	}
+}
+
+static void consume_output(struct conn *c, size_t n)
+{
+	c->out_bytes -= n;
+	c->bytes_out += n;
+	while (n) {
+		struct out_block *b = c->out_head;
+		size_t avail = b->len - b->off;
+		if (n < avail) {
+			b->off += (uint32_t)n;
+			return;
+		}
+		n -= avail;
+		c->out_head = b->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		block_free(b);
+	}
+}
+
+void conn_flush(struct conn *c)
+{
+	if ((c->flags & (CONN_CLOSING | CONN_LINGER)) || !(c->flags & CONN_OPEN))
+		return;
+	c->flags &= ~(CONN_WRITE_BLOCKED | CONN_WRITE_WANTS_READ);
+	while (c->out_head) {
+		struct iovec iov[IOV_BATCH];
+		int cnt = 0;
+		for (struct out_block *b = c->out_head; b && cnt < IOV_BATCH; b = b->next) {
+			if (b->len == b->off)
+				continue;
+			iov[cnt].iov_base = b->data + b->off;
+			iov[cnt].iov_len = b->len - b->off;
+			cnt++;
+		}
+		if (!cnt) {
+			free_output(c);
+			break;
+		}
+		size_t n = 0;
+		enum tp_result r = c->tp->writev(c, iov, cnt, &n);
+		if (r == TP_OK) {
+			consume_output(c, n);
+			continue;
+		}
+		if (r == TP_WANT_WRITE) {
+			c->flags |= CONN_WRITE_BLOCKED;
+			break;
+		}
+		if (r == TP_WANT_READ) {
+			c->flags |= CONN_WRITE_WANTS_READ;
+			break;
+		}
+		conn_close(c, c->err[0] ? c->err : "write failed");
+		return;
+	}
+	if ((c->flags & CONN_ABOVE_HIGH) && c->out_bytes < CONN_OUT_LOW) {
+		c->flags &= ~CONN_ABOVE_HIGH;
+		if (c->h->on_drain && !conn_closing(c))
+			c->h->on_drain(c);
+	}
+	if (!c->out_head && (c->flags & CONN_CLOSE_AFTER_FLUSH))
+		start_linger(c);
+}
+
+static void flush_task_fn(struct loop_task *t)
+{
+	conn_flush(container_of(t, struct conn, flush_task));
+}
+
+/* ---- input ---- */
+
+static void linger_read(struct conn *c)
+{
+	for (;;) {
+		ssize_t n = read(c->io.fd, th.scratch, SCRATCH_SIZE);
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_close(c, c->close_reason);
+		return;
+	}
+}
+
+static bool do_handshake(struct conn *c)
+{
+	if (!c->tp->handshake) {
+		c->flags |= CONN_OPEN;
+	} else {
+		enum tp_result r = c->tp->handshake(c);
+		if (r == TP_WANT_READ || r == TP_WANT_WRITE)
+			return false;
+		if (r != TP_OK) {
+			conn_close(c, c->err[0] ? c->err : "handshake failed");
+			return false;
+		}
+		c->flags |= CONN_OPEN;
+	}
+	c->h->on_open(c);
+	if (c->out_head)
+		loop_defer(c->loop, &c->flush_task);
+	return !conn_closing(c);
+}
+
+static void do_read(struct conn *c)
+{
+	size_t budget = READ_BUDGET;
+	c->flags &= ~(CONN_READ_WANTS_WRITE | CONN_READ_PENDING);
+	while (!(c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_FLUSH | CONN_READ_PAUSED))) {
+		uint8_t *dst;
+		size_t cap;
+		if (c->rbuf.len) {
+			size_t want = c->rbuf.len < 4096 ? 4096 : c->rbuf.len;
+			buf_reserve(&c->rbuf, want);
+			dst = c->rbuf.data + c->rbuf.len;
+			cap = c->rbuf.cap - c->rbuf.len;
+		} else {
+			dst = th.scratch;
+			cap = SCRATCH_SIZE;
+		}
+		size_t n = 0;
+		enum tp_result r = c->tp->read(c, dst, cap, &n);
+		if (r == TP_WANT_READ)
+			return;
+		if (r == TP_WANT_WRITE) {
+			c->flags |= CONN_READ_WANTS_WRITE;
+			return;
+		}
+		if (r == TP_EOF) {
+			conn_close(c, "closed by peer");
+			return;
+		}
+		if (r == TP_ERROR) {
+			conn_close(c, c->err[0] ? c->err : "read failed");
+			return;
+		}
+		c->bytes_in += n;
+		if (c->rbuf.len) {
+			c->rbuf.len += n;
+			size_t used = c->h->on_data(c, c->rbuf.data, c->rbuf.len);
+			if (c->flags & CONN_CLOSING)
+				return;
+			if (used >= c->rbuf.len)
+				buf_free(&c->rbuf); /* idle connections hold no input buffer */
+			else
+				buf_consume(&c->rbuf, used);
+		} else {
+			size_t used = c->h->on_data(c, th.scratch, n);
+			if (c->flags & CONN_CLOSING)
+				return;
+			if (used < n)
+				buf_append(&c->rbuf, th.scratch + used, n - used);
+		}
+		if (n >= budget) {
+			c->flags |= CONN_READ_PENDING;
+			loop_defer(c->loop, &c->read_task);
+			return;
+		}
+		budget -= n;
+	}
+}
+
+/* Hand buffered input (left over from before a pause or a migration) to the owner. */
+static void replay_buffered(struct conn *c)
+{
+	if (!c->rbuf.len || (c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_FLUSH | CONN_READ_PAUSED)))
+		return;
+	size_t used = c->h->on_data(c, c->rbuf.data, c->rbuf.len);
+	if (c->flags & CONN_CLOSING)
+		return;
+	if (used >= c->rbuf.len)
+		buf_free(&c->rbuf);
+	else
+		buf_consume(&c->rbuf, used);
+}
+
+#define EV_REPLAY (1u << 31) /* internal: present buffered input first */
+
+static void service(struct conn *c, uint32_t events)
+{
+	if (c->flags & CONN_CLOSING)
+		return;
+	if (c->flags & CONN_LINGER) {
+		linger_read(c);
+		return;
+	}
+	if (!(c->flags & CONN_OPEN)) {
+		if (!do_handshake(c))
+			return;
+		events |= EPOLLIN;
+	}
+	bool readable = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+	bool writable = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+	if (writable && (c->flags & CONN_READ_WANTS_WRITE))
+		readable = true;
+	if ((writable && (c->flags & CONN_WRITE_BLOCKED)) || (readable && (c->flags & CONN_WRITE_WANTS_READ)))
+		conn_flush(c);
+	if (events & EV_REPLAY)
+		replay_buffered(c);
+	if (readable)
+		do_read(c);
+}
+
+static void on_event(struct loop_io *io, uint32_t events)
+{
+	service(container_of(io, struct conn, io), events & ~EV_REPLAY);
+}
+
+static void read_task_fn(struct loop_task *t)
+{
+	service(container_of(t, struct conn, read_task), EPOLLIN | EV_REPLAY);
+}
+
+/* ---- migration ---- */
+
+struct migration {
+	struct conn *c;
+	void (*done)(struct conn *c, void *arg);
+	void *arg;
+	bool flush;
+};
+
+static void migrate_arrive(void *arg)
+{
+	struct migration *m = arg;
+	struct conn *c = m->c;
+	c->loop = loop_current();
+	loop_add(c->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+	if (m->flush || c->out_head)
+		loop_defer(c->loop, &c->flush_task);
+	m->done(c, m->arg);
+	free(m);
+	/* Edge-triggered registration reports current readiness, but buffered bytes need a nudge. */
+	if (!conn_closing(c))
+		loop_defer(c->loop, &c->read_task);
+}
+
+void conn_migrate(struct conn *c, struct loop *to, void (*done)(struct conn *c, void *arg), void *arg)
+{
+	struct migration *m = xmalloc(sizeof *m);
+	m->c = c;
+	m->done = done;
+	m->arg = arg;
+	m->flush = list_linked(&c->flush_task.link);
+	loop_del(c->loop, &c->io);
+	loop_defer_cancel(&c->flush_task);
+	loop_defer_cancel(&c->read_task);
+	timer_cancel(&c->linger_timer);
+	loop_post(to, migrate_arrive, m);
+}
+
+/* ---- TCP transport ---- */
+
+static enum tp_result tcp_read(struct conn *c, uint8_t *buf, size_t len, size_t *n)
+{
+	for (;;) {
+		ssize_t r = read(c->io.fd, buf, len);
+		if (r > 0) {
+			*n = (size_t)r;
+			return TP_OK;
+		}
+		if (r == 0)
+			return TP_EOF;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return TP_WANT_READ;
+		snprintf(c->err, sizeof c->err, "read: %s", strerror(errno));
+		return TP_ERROR;
+	}
+}
+
+static enum tp_result tcp_writev(struct conn *c, const struct iovec *iov, int iovcnt, size_t *n)
+{
+	for (;;) {
+		ssize_t r = writev(c->io.fd, iov, iovcnt);
+		if (r >= 0) {
+			*n = (size_t)r;
+			return r > 0 ? TP_OK : TP_WANT_WRITE;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return TP_WANT_WRITE;
+		snprintf(c->err, sizeof c->err, "write: %s", strerror(errno));
+		return TP_ERROR;
+	}
+}
+
+const struct transport_ops conn_tcp_transport = {
+	.name = "tcp",
+	.handshake = NULL,
+	.read = tcp_read,
+	.writev = tcp_writev,
+	.shutdown = NULL,
+	.destroy = NULL,
+};

@@ -1,0 +1,86 @@
+/* Persistent state in SQLite (WAL mode) under node.data_dir: retained messages and
+ * persistent sessions (subscriptions, queued and in-flight deliveries, inbound QoS 2
+ * packet ids awaiting PUBREL).
+ *
+ * Writes never block a loop thread: every store_* write call copies its arguments
+ * into an operation queued for the store's own thread, which applies queued
+ * operations in batches, one transaction per batch (group commit), in the order they
+ * were queued (per calling thread). Reads happen once, at start-up, before the
+ * workers run (store_load).
+ *
+ * Durability (durable_storage.fsync): ALWAYS = synchronous=FULL, one transaction per
+ * operation; BATCH = synchronous=FULL, one transaction per batch; NEVER =
+ * synchronous=OFF. store_sync() waits until everything queued so far is committed.
+ *
+ * Messages are stored once (table of messages keyed by msg->store_id) and referenced
+ * by deliveries; store_msg_ref() assigns the id on first use. Messages no delivery
+ * or retained entry refers to are deleted at open (garbage collection).
+ */
+#ifndef BW_STORE_H
+#define BW_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+struct msg;
+struct store;
+
+/* Open (creating if needed) data_dir/bulwark.db; schema is created or migrated; a file
+ * that is not a valid database is reported in err and NULL returned (never a crash).
+ * Starts the store thread. */
+struct store *store_open(const char *data_dir, enum cfg_fsync fsync, char *err, size_t errlen);
+/* Flush everything queued, stop the thread, close the database. */
+void store_close(struct store *s);
+/* Block until every operation queued before this call is committed. Not for loop threads
+ * except during shutdown. */
+void store_sync(struct store *s);
+
+/* ---- writes (asynchronous, callable from any thread) ---- */
+
+/* A session record. disconnected_at is wall-clock seconds (0 while connected). */
+void store_session_put(struct store *s, const char *client_id, uint32_t expiry_interval, uint8_t proto_version,
+		       int64_t disconnected_at);
+/* Delete a session and everything that belongs to it (subscriptions, deliveries, rel ids). */
+void store_session_del(struct store *s, const char *client_id);
+/* A subscription (filter as the client sent it, including any $share/ prefix, after mountpoint). */
+void store_sub_put(struct store *s, const char *client_id, const char *filter, uint8_t options, uint32_t sub_id);
+void store_sub_del(struct store *s, const char *client_id, const char *filter);
+/* Ensure the message is stored; assigns and returns msg->store_id (atomically, so
+ * concurrent callers on different threads store it once). */
+uint64_t store_msg_ref(struct store *s, struct msg *m);
+/* A delivery owed to a session: queued or in flight. seq orders deliveries within the
+ * session and identifies the record. flags are the broker's delivery flags (opaque here). */
+void store_dlv_put(struct store *s, const char *client_id, uint32_t seq, uint64_t msg_id, uint8_t qos, uint8_t flags,
+		   uint32_t sub_id, uint16_t packet_id);
+void store_dlv_del(struct store *s, const char *client_id, uint32_t seq);
+/* Inbound QoS 2 packet id received (PUBREC sent) and released (PUBREL received). */
+void store_rel_put(struct store *s, const char *client_id, uint16_t packet_id);
+void store_rel_del(struct store *s, const char *client_id, uint16_t packet_id);
+/* Retained message for a topic (replacing any previous one), or its removal. */
+void store_retain_put(struct store *s, struct msg *m);
+void store_retain_del(struct store *s, const char *topic, size_t topic_len);
+
+/* ---- load at start-up (single-threaded, before workers run) ---- */
+
+struct store_loader {
+	void *arg;
+	void (*retained)(void *arg, struct msg *m); /* takes the reference */
+	void (*session)(void *arg, const char *client_id, uint32_t expiry_interval, uint8_t proto_version,
+			int64_t disconnected_at);
+	void (*sub)(void *arg, const char *client_id, const char *filter, uint8_t options, uint32_t sub_id);
+	/* Deliveries arrive per session in seq order; m is a new reference (shared between
+	 * deliveries of the same stored message), or NULL for a QoS 2 delivery whose message
+	 * was already released (PUBREL stage). */
+	void (*dlv)(void *arg, const char *client_id, uint32_t seq, struct msg *m, uint8_t qos, uint8_t flags,
+		    uint32_t sub_id, uint16_t packet_id);
+	void (*rel)(void *arg, const char *client_id, uint16_t packet_id);
+};
+
+/* Read everything back: sessions first, then their subscriptions, deliveries and rel ids,
+ * then retained messages. Returns false (err filled) on a read error. */
+bool store_load(struct store *s, const struct store_loader *ld, char *err, size_t errlen);
+
+#endif
