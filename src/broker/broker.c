@@ -17,6 +17,7 @@
 
 #include "broker/client.h"
 #include "broker/msg.h"
+#include "broker/publish.h"
 #include "broker/retain.h"
 #include "broker/route.h"
 #include "broker/session.h"
@@ -224,6 +225,8 @@ static void *worker_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	conn_thread_init();
 	loop_run(w->loop);
+	conn_thread_cleanup();
+	broker_publish_thread_cleanup();
 	return NULL;
 }
 
@@ -435,6 +438,13 @@ static void on_signal(struct loop_io *io, uint32_t events)
 
 static void free_all(struct broker *b)
 {
+	/* Listeners first: they are registered in the worker loops. */
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		if (b->listeners[i].fd >= 0)
+			listener_close(&b->listeners[i]);
+		tls_server_free(b->listeners[i].tls);
+	}
+	free(b->listeners);
 	for (int i = 0; i < b->nworkers; i++) {
 		struct worker *w = &b->workers[i];
 		/* Sessions stay in the store; free their memory only. */
@@ -455,12 +465,6 @@ static void free_all(struct broker *b)
 		loop_free(w->loop);
 	}
 	free(b->workers);
-	for (size_t i = 0; i < b->nlisteners; i++) {
-		if (b->listeners[i].fd >= 0)
-			listener_close(&b->listeners[i]);
-		tls_server_free(b->listeners[i].tls);
-	}
-	free(b->listeners);
 	route_free(b->routes);
 	retain_free(b->retained);
 }
@@ -503,6 +507,7 @@ int broker_main(struct config *cfg, const char *config_path)
 	atomic_init(&b->next_session_id, 1);
 	hash_seed_random();
 	tls_global_init();
+	conn_thread_init(); /* the main thread reaps connections drained at shutdown */
 
 	/* Signals are handled by the main loop (signalfd); workers inherit the blocked mask. */
 	sigset_t mask;
@@ -616,6 +621,8 @@ out_free:
 out_unlock:
 	if (mc.lock_fd >= 0)
 		close(mc.lock_fd);
+	conn_thread_cleanup();
+	broker_publish_thread_cleanup();
 	free(b);
 	return status;
 }

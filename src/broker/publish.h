@@ -15,4 +15,7 @@ struct client;
  * number of subscriptions the message was delivered to. */
 size_t broker_publish(struct worker *w, struct msg *m, struct client *from);
 
+/* Free the calling thread's publish scratch space (at thread exit). */
+void broker_publish_thread_cleanup(void);
+
 #endif

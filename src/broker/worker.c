@@ -134,3 +134,9 @@ size_t broker_publish(struct worker *w, struct msg *m, struct client *from)
 	atomic_fetch_add_explicit(&w->stats.msgs_in, 1, memory_order_relaxed);
 	return delivered;
 }
+
+void broker_publish_thread_cleanup(void)
+{
+	for (int i = 0; i < HIT_DEPTH; i++)
+		route_hits_free(&tl_hits[i]);
+}

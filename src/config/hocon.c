@@ -36,12 +36,17 @@
  *     Depth > 10 or a file already on the include stack fails with
  *     "include cycle or depth > 10: PATH"; at most 1000 files in one parse.
  *   - Limits: tree depth 64 (root = 0; each object, dotted-key segment and array
- *     level counts), 256 MiB per file. NUL bytes and raw control characters other
- *     than tab/CR/LF are refused everywhere; `\u0000` and unpaired surrogates too.
+ *     level counts), 256 MiB per file. Outside comments, NUL bytes and raw control
+ *     characters other than tab/CR/LF are refused (a quoted string also refuses CR/LF:
+ *     "unterminated string"); so are `\u0000` and unpaired surrogates in escapes.
+ *   - Error lines: where the problem is seen, except: an unterminated string points at
+ *     its opening quote, and a missing value at its key. A file that cannot be read at
+ *     all is reported with line 0.
  *   - Member lookup during parsing goes through a hash index keyed by (object, key),
- *     so objects with many keys and long arrays parse in linear time. Values replaced
- *     by a later definition are kept until the parse ends, so that no object address
- *     in the index is reused while parsing.
+ *     so objects with many keys and long arrays parse in linear time. Objects and
+ *     arrays replaced by a later definition are kept until the parse ends, so that no
+ *     object address in the index is reused while parsing; replaced scalars are freed
+ *     at once.
  */
 #include "config/hocon.h"
 
@@ -114,18 +119,25 @@ static void free_node(struct hocon_node *n);
 
 /* ---------------------------------------------------------------- errors */
 
-static void describe_char(int c, char *out, size_t outlen)
+/* A character for messages; use as ch(c).s inside the call that prints it. */
+struct chdesc {
+	char s[16];
+};
+
+static struct chdesc ch(int c)
 {
+	struct chdesc d;
 	if (c < 0)
-		snprintf(out, outlen, "end of file");
+		snprintf(d.s, sizeof d.s, "end of file");
 	else if (c == '\n')
-		snprintf(out, outlen, "newline");
-	else if (c > 0x20 && c < 0x7f)
-		snprintf(out, outlen, "'%c'", c);
+		snprintf(d.s, sizeof d.s, "newline");
 	else if (c == ' ')
-		snprintf(out, outlen, "space");
+		snprintf(d.s, sizeof d.s, "space");
+	else if (c > 0x20 && c < 0x7f)
+		snprintf(d.s, sizeof d.s, "'%c'", c);
 	else
-		snprintf(out, outlen, "'\\x%02x'", (unsigned)c);
+		snprintf(d.s, sizeof d.s, "'\\x%02x'", (unsigned)c);
+	return d;
 }
 
 static bool fail_at(struct parser *P, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -228,8 +240,15 @@ static const char *intern(struct doc *d, const char *name)
 
 static uint64_t slot_hash(const struct hocon_node *obj, const char *key)
 {
-	uint64_t h = hash_bytes(key, strlen(key));
-	return h ^ ((uint64_t)(uintptr_t)obj * 0x9e3779b97f4a7c15ull);
+	/* SipHash of the key, then a full avalanche with the object address (whose low bits are
+	 * always zero) so that both spread over the low bits the table mask keeps */
+	uint64_t h = hash_bytes(key, strlen(key)) ^ (uint64_t)(uintptr_t)obj;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
+	return h;
 }
 
 static size_t index_lookup(struct parser *P, const struct hocon_node *obj, const char *key)
@@ -464,9 +483,7 @@ static bool parse_escape(struct parser *P, struct buf *b, int open_line)
 	case 't': buf_append(b, "\t", 1); return true;
 	case 'u': break;
 	default: {
-		char d[16];
-		describe_char(c, d, sizeof d);
-		return fail(P, "invalid escape in string: backslash followed by %s", d);
+		return fail(P, "invalid escape in string: backslash followed by %s", ch(c).s);
 	}
 	}
 	uint32_t cp;
@@ -515,9 +532,7 @@ static bool parse_quoted(struct parser *P, struct buf *b)
 			if (!parse_escape(P, b, open_line))
 				return false;
 		} else if (c != '\t') {
-			char d[16];
-			describe_char(c, d, sizeof d);
-			return fail(P, "control character %s in string", d);
+			return fail(P, "control character %s in string", ch(c).s);
 		} else {
 			buf_append(b, "\t", 1);
 		}
@@ -569,9 +584,8 @@ static bool parse_subst(struct parser *P, const char **val)
 		if (c < 0 || c == '\n')
 			return fail(P, "unterminated substitution: expected '}' after '${%.*s'", (int)(n > 64 ? 64 : n),
 				    start);
-		char d[16];
-		describe_char(c, d, sizeof d);
-		return fail(P, "invalid character %s in substitution '${%.*s'", d, (int)(n > 64 ? 64 : n), start);
+		return fail(P, "invalid character %s in substitution '${%.*s'", ch(c).s, (int)(n > 64 ? 64 : n),
+			    start);
 	}
 	P->s->p++;
 	if (n == 0)
@@ -661,14 +675,12 @@ static bool parse_concat(struct parser *P, const char *key, int key_line, struct
 		int c = peek(P);
 		if (c < 0 || c == '\n' || c == ',' || c == '}' || c == ']' || at_comment(P))
 			break;
-		char d[16];
-		describe_char(c, d, sizeof d);
 		if (c == '{' || c == '[') {
 			if (parts)
 				fail(P, "unexpected %s after a value (quote the value, or separate it with a newline "
-					"or ',')", d);
+					"or ',')", ch(c).s);
 			else
-				fail(P, "unexpected %s", d);
+				fail(P, "unexpected %s", ch(c).s);
 			goto out;
 		}
 		if (c == '=') {
@@ -681,7 +693,7 @@ static bool parse_concat(struct parser *P, const char *key, int key_line, struct
 			goto out;
 		}
 		if (is_ctl(c)) {
-			fail(P, "unexpected character %s", d);
+			fail(P, "unexpected character %s", ch(c).s);
 			goto out;
 		}
 		parts++;
@@ -724,16 +736,15 @@ static bool parse_concat(struct parser *P, const char *key, int key_line, struct
 		}
 	}
 	if (!parts) {
-		char d[16];
-		describe_char(peek(P), d, sizeof d);
+		struct chdesc d = ch(peek(P));
 		if (at_comment(P))
-			snprintf(d, sizeof d, "a comment");
+			snprintf(d.s, sizeof d.s, "a comment");
 		if (key && key_line != P->s->line)
-			fail_at(P, key_line, "expected a value for '%s', found %s (line %d)", key, d, P->s->line);
+			fail_at(P, key_line, "expected a value for '%s', found %s (line %d)", key, d.s, P->s->line);
 		else if (key)
-			fail(P, "expected a value for '%s', found %s", key, d);
+			fail(P, "expected a value for '%s', found %s", key, d.s);
 		else
-			fail(P, "expected a value, found %s", d);
+			fail(P, "expected a value, found %s", d.s);
 		goto out;
 	}
 	ok = true;
@@ -771,8 +782,6 @@ static bool parse_array(struct parser *P, int depth, struct hocon_node **out)
 	for (;;) {
 		skip_ws(P, true);
 		int c = peek(P);
-		char d[16];
-		describe_char(c, d, sizeof d);
 		if (c < 0)
 			goto unclosed;
 		if (c == ']') {
@@ -798,13 +807,12 @@ static bool parse_array(struct parser *P, int depth, struct hocon_node **out)
 		if (c == ',') {
 			P->s->p++;
 		} else if (!(c == '\n' || c == ']' || c == '}' || c < 0)) {
-			describe_char(c, d, sizeof d);
-			fail(P, "expected ',', newline or ']' after array item, found %s", d);
+			fail(P, "expected ',', newline or ']' after array item, found %s", ch(c).s);
 			goto bad;
 		}
 		continue;
 	unclosed:
-		fail(P, "expected ']' to close array opened at line %d, found %s", open_line, d);
+		fail(P, "expected ']' to close array opened at line %d, found %s", open_line, ch(peek(P)).s);
 		goto bad;
 	}
 bad:
@@ -843,19 +851,27 @@ static void keypath_free(struct keypath *kp)
 	free(kp->seg);
 }
 
-/* The dotted path for messages (bounded). */
+/* The dotted path for messages, cut with "..." to fit outlen (>= 8). */
 static void keypath_str(const struct keypath *kp, char *out, size_t outlen)
 {
-	size_t o = 0;
-	out[0] = '\0';
-	for (size_t i = 0; i < kp->n && o + 1 < outlen; i++) {
-		int w = snprintf(out + o, outlen - o, "%s%s", i ? "." : "", kp->seg[i]);
-		if (w < 0)
-			break;
-		o += (size_t)w;
+	size_t o = 0, room = outlen - 4;
+	for (size_t i = 0; i < kp->n; i++) {
+		const char *p = kp->seg[i];
+		if (i) {
+			if (o >= room)
+				goto cut;
+			out[o++] = '.';
+		}
+		for (; *p; p++) {
+			if (o >= room)
+				goto cut;
+			out[o++] = *p;
+		}
 	}
-	if (o >= outlen && outlen > 4)
-		strcpy(out + outlen - 4, "...");
+	out[o] = '\0';
+	return;
+cut:
+	memcpy(out + o, "...", 4);
 }
 
 static bool parse_key(struct parser *P, struct keypath *kp)
@@ -877,11 +893,9 @@ static bool parse_key(struct parser *P, struct keypath *kp)
 				P->s->p++;
 			buf_append(&seg, start, (size_t)(P->s->p - start));
 		} else {
-			char d[16];
-			describe_char(c, d, sizeof d);
 			if (kp->n)
-				return fail(P, "expected a key after '.', found %s", d);
-			return fail(P, "unexpected character %s", d);
+				return fail(P, "expected a key after '.', found %s", ch(c).s);
+			return fail(P, "unexpected character %s", ch(c).s);
 		}
 		buf_finish(&seg);
 		if (kp->n == kp->cap) {
@@ -905,6 +919,7 @@ static bool read_whole_file(const char *path, char **data, size_t *len)
 		return false;
 	struct buf b = {0};
 	bool ok = true;
+	errno = 0;
 	for (;;) {
 		uint8_t *dst = buf_reserve(&b, 65536);
 		size_t n = fread(dst, 1, 65536, f);
@@ -1091,9 +1106,7 @@ static bool parse_member(struct parser *P, struct hocon_node *obj, int depth)
 		P->s->p += 2;
 		append = true;
 	} else if (c != '{') {
-		char d[16];
-		describe_char(c, d, sizeof d);
-		fail(P, "expected '=', ':' or '{' after key '%s', found %s", name, d);
+		fail(P, "expected '=', ':' or '{' after key '%s', found %s", name, ch(c).s);
 		goto out;
 	}
 	skip_ws(P, true);
@@ -1145,8 +1158,6 @@ static bool parse_body(struct parser *P, struct hocon_node *obj, int depth, int 
 	for (;;) {
 		skip_ws(P, true);
 		int c = peek(P);
-		char d[16];
-		describe_char(c, d, sizeof d);
 		if (c == closing) {
 			if (c >= 0)
 				P->s->p++;
@@ -1154,8 +1165,9 @@ static bool parse_body(struct parser *P, struct hocon_node *obj, int depth, int 
 		}
 		if (c < 0 || c == ']' || c == '}') {
 			if (closing == '}')
-				return fail(P, "expected '}' to close object opened at line %d, found %s", open_line, d);
-			return fail(P, "unexpected %s", d);
+				return fail(P, "expected '}' to close object opened at line %d, found %s", open_line,
+					    ch(c).s);
+			return fail(P, "unexpected %s", ch(c).s);
 		}
 		if (c == ',')
 			return fail(P, "unexpected ','");
@@ -1166,8 +1178,7 @@ static bool parse_body(struct parser *P, struct hocon_node *obj, int depth, int 
 		if (c == ',') {
 			P->s->p++;
 		} else if (!(c == '\n' || c == '}' || c == ']' || c < 0)) {
-			describe_char(c, d, sizeof d);
-			return fail(P, "expected ',' or newline after a member, found %s", d);
+			return fail(P, "expected ',' or newline after a member, found %s", ch(c).s);
 		}
 	}
 }
@@ -1188,9 +1199,7 @@ static bool parse_root(struct parser *P, struct hocon_node *obj, int depth)
 		return false;
 	skip_ws(P, true);
 	if (peek(P) >= 0) {
-		char d[16];
-		describe_char(peek(P), d, sizeof d);
-		return fail(P, "unexpected %s after the closing '}' of the root object", d);
+		return fail(P, "unexpected %s after the closing '}' of the root object", ch(peek(P)).s);
 	}
 	return true;
 }

@@ -608,6 +608,17 @@ TEST(error_messages)
 	EXPECT_ERROR("include url(\"http://x\")\n", 1, "not supported");
 	EXPECT_ERROR("include foo(\"x\")\n", 1, "expected a quoted file name after include");
 	EXPECT_ERROR("include required(\"x\"\n", 1, "expected ')'");
+	/* long key paths are shortened in messages */
+	char longkey[700];
+	memset(longkey, 'k', 300);
+	strcpy(longkey + 300, ".x.y =\n");
+	EXPECT_ERROR(longkey, 1, "kkkkkkkk...");
+	for (int i = 0; i < 200; i++)
+		memcpy(longkey + 3 * i, "ab.", 3);
+	strcpy(longkey + 599, "c =\n");
+	EXPECT_ERROR(longkey, 1, "nesting deeper than 64");
+	strcpy(longkey + 3 * 60, "c =\n");
+	EXPECT_ERROR(longkey, 1, "expected a value for 'ab.ab.ab.");
 	/* NUL bytes: in a value, in a key position, inside quotes */
 	expect_error_at("a = x\0y\n", 8, 1, "'\\x00'", __LINE__);
 	expect_error_at("a = 1\n\0", 7, 2, "unexpected character '\\x00'", __LINE__);

@@ -1205,8 +1205,6 @@ TEST(write_errors)
 	store_dlv_put(s, "w", 4, store_msg_ref(s, m3), 1, 0, 0, 0);
 	store_sync(s);
 	capture_end(saved);
-	if (getenv("STORE_TEST_SHOWLOG"))
-		system("cat /tmp/bw-store-test-*/log >&2");
 	CHECK_EQ_INT(count_in_file(logpath, " error: "), 1); /* logged once per kind */
 	CHECK_EQ_INT(count_in_file(logpath, "database or disk is full"), 1);
 	CHECK_EQ_INT(count_in_file(logpath, "writes succeed again ("), 1);
