@@ -129,7 +129,8 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 		char *full = NULL;
 		if (!err) {
 			full = mount_filter(c, (const char *)f.p, f.len, shared == 1 ? &sh : NULL, &flen, &real, &rlen);
-			if (m->max_subscriptions && session_sub_count(c->sess) >= m->max_subscriptions)
+			if (m->max_subscriptions && session_sub_count(c->sess) >= m->max_subscriptions &&
+			    !session_sub_has(c->sess, full, flen))
 				err = MQTT_RC_QUOTA_EXCEEDED;
 			if (flen > 65535)
 				err = MQTT_RC_TOPIC_FILTER_INVALID;

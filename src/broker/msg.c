@@ -54,7 +54,7 @@ size_t msg_props_forward_size(const struct mqtt_props *p)
 		n += 3 + p->response_topic.len;
 	if (p->present & MQTT_P_CORRELATION_DATA)
 		n += 3 + p->correlation_data.len;
-	n += p->user_props.len;
+	n += p->user_props_bytes;
 	return n;
 }
 
@@ -71,9 +71,25 @@ size_t msg_props_forward(const struct mqtt_props *p, uint8_t *out)
 		o = put_str(o, MQTT_PROP_RESPONSE_TOPIC, p->response_topic);
 	if (p->present & MQTT_P_CORRELATION_DATA)
 		o = put_str(o, MQTT_PROP_CORRELATION_DATA, p->correlation_data);
-	if (p->user_props.len) {
-		memcpy(o, p->user_props.p, p->user_props.len);
+	if (p->user_props_bytes == p->user_props.len) {
+		if (p->user_props.len)
+			memcpy(o, p->user_props.p, p->user_props.len);
 		o += p->user_props.len;
+	} else {
+		/* Other properties sit between the user properties: copy the 0x26 entries only. */
+		size_t off = 0;
+		struct mqtt_str k, v;
+		while (mqtt_user_props_next(p->user_props, &off, &k, &v)) {
+			*o++ = MQTT_PROP_USER_PROPERTY;
+			*o++ = (uint8_t)(k.len >> 8);
+			*o++ = (uint8_t)k.len;
+			memcpy(o, k.p, k.len);
+			o += k.len;
+			*o++ = (uint8_t)(v.len >> 8);
+			*o++ = (uint8_t)v.len;
+			memcpy(o, v.p, v.len);
+			o += v.len;
+		}
 	}
 	return (size_t)(o - out);
 }

@@ -158,6 +158,11 @@ bool session_sub_del(struct session *s, const char *full, size_t len)
 	return true;
 }
 
+bool session_sub_has(const struct session *s, const char *full, size_t len)
+{
+	return sub_find(s, full, len) != NULL;
+}
+
 size_t session_sub_count(const struct session *s)
 {
 	return s->subs.count;

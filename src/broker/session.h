@@ -127,6 +127,7 @@ bool session_rel_del(struct session *s, uint16_t pid);
 bool session_sub_add(struct session *s, const char *full, size_t len, uint8_t options, uint32_t sub_id);
 bool session_sub_del(struct session *s, const char *full, size_t len);
 size_t session_sub_count(const struct session *s);
+bool session_sub_has(const struct session *s, const char *full, size_t len);
 
 /* True when the session keeps state after disconnect. */
 static inline bool session_persistent(const struct session *s)

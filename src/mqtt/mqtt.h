@@ -184,9 +184,11 @@ enum mqtt_prop_bit {
 #define MQTT_MAX_SUB_IDS 16 /* subscription identifiers carried on one outgoing PUBLISH */
 
 /* Decoded (or to-be-encoded) MQTT 5 properties. Only fields whose bit is set in
- * `present` are meaningful. User properties are kept as one raw view: the exact
- * encoded bytes of every 0x26 entry, in order and back to back (id, key, value),
- * so they can be forwarded verbatim; user_prop_count counts them. */
+ * `present` are meaningful. User properties are kept as one raw view of their encoded
+ * entries (id, key, value), in order: decoded, it runs from the first 0x26 entry to the
+ * end of the last, and other properties a sender put between them stay inside it
+ * (user_props_bytes counts the 0x26 bytes alone: equal to user_props.len when the view is
+ * one clean run). Walk it with mqtt_user_props_next. Encoders write the view verbatim. */
 struct mqtt_props {
 	uint32_t present;
 	uint8_t payload_format;
@@ -216,6 +218,7 @@ struct mqtt_props {
 	struct mqtt_str reason_string;
 	struct mqtt_str user_props; /* decode: points into the input; encode: written verbatim */
 	uint32_t user_prop_count;
+	uint32_t user_props_bytes;  /* decode: bytes of the 0x26 entries within user_props */
 	/* Subscription identifiers: one on SUBSCRIBE; up to MQTT_MAX_SUB_IDS on an outgoing
 	 * PUBLISH (encode only; an incoming client PUBLISH carrying one is a protocol error). */
 	uint8_t n_sub_ids;

@@ -18,14 +18,12 @@
  * A protocol error does not stop decoding: a packet that turns out not to parse further on
  * is MALFORMED, otherwise the first protocol error is returned.
  *
- * User properties: mqtt.h promises a decoded user_props view made of the 0x26 entries
- * only, back to back, and encoders write a user_props view verbatim (the broker relies on
- * both to forward properties by memcpy). The spec lets a sender put other properties
- * between user properties; such a block cannot be returned as one view without copying,
- * so it is refused with MQTT_RC_IMPL_SPECIFIC ("valid, but not accepted by this
- * implementation"), noted like a protocol error. User properties may still come first,
- * last or anywhere as one run. mqtt_user_props_next skips any non-0x26 entry it meets,
- * so it also walks views that callers built with other properties mixed in.
+ * User properties: the decoded user_props view runs from the first 0x26 entry to the end
+ * of the last one. The spec lets a sender put other properties between user properties,
+ * so the view may contain them; user_props_bytes counts the 0x26 bytes alone, and when it
+ * equals the view's length the view is one clean run that can be copied verbatim.
+ * mqtt_user_props_next skips any non-0x26 entry it meets. Encoders write a user_props view
+ * verbatim.
  */
 #include <stddef.h>
 #include <string.h>
@@ -126,7 +124,6 @@ uint8_t mqtt_props_decode(struct rd *r, unsigned ctx, struct mqtt_props *out, ui
 	r->n -= plen;
 
 	const uint8_t *ufirst = NULL, *uend = NULL;
-	bool after_user = false; /* a non-user property followed a user property */
 	while (pr.n) {
 		const uint8_t *start = pr.p;
 		uint8_t id, b;
@@ -173,14 +170,11 @@ uint8_t mqtt_props_decode(struct rd *r, unsigned ctx, struct mqtt_props *out, ui
 		if (id == MQTT_PROP_USER_PROPERTY) {
 			if (!ufirst)
 				ufirst = start;
-			else if (after_user)
-				note_pe(pe, MQTT_RC_IMPL_SPECIFIC); /* user properties not in one run */
 			uend = pr.p;
 			out->user_prop_count++;
+			out->user_props_bytes += (uint32_t)(pr.p - start);
 			continue;
 		}
-		if (ufirst)
-			after_user = true;
 		if (id == MQTT_PROP_SUBSCRIPTION_ID && (ctx & MQTT_PC_PUBLISH)) {
 			note_pe(pe, MQTT_RC_PROTOCOL_ERROR);
 			continue;
