@@ -351,19 +351,23 @@ struct mqtt_auth {
 
 /* Body decoders. `flags` is the low nibble of the fixed header, `body`/`len` the
  * Remaining Length bytes. `version` is the connection's protocol version (CONNECT
- * determines it itself). Each returns MQTT_RC_SUCCESS or a reason code >= 0x80:
- *   MQTT_RC_MALFORMED       bad lengths, bad UTF-8 (incl. U+0000, surrogates, overlong),
- *                           reserved fixed-header flag bits, QoS 3, trailing bytes,
- *                           a property with an out-of-range value (e.g. payload format 2,
- *                           receive maximum 0) or a property not allowed in this packet
- *   MQTT_RC_PROTOCOL_ERROR  a property that may appear once appearing twice, a packet id of 0
+ * determines it itself). Each returns MQTT_RC_SUCCESS or a reason code >= 0x80
+ * (the full mapping is stated at the top of decode.c and props.c):
+ *   MQTT_RC_MALFORMED       bad lengths or varints, bad UTF-8 (incl. U+0000, surrogates,
+ *                           overlong), wrong fixed-header flags (incl. PUBLISH QoS 3, DUP
+ *                           with QoS 0), trailing bytes, the reserved CONNECT flag, will QoS 3,
+ *                           reserved subscription-option bits, a property not allowed in
+ *                           this packet
+ *   MQTT_RC_PROTOCOL_ERROR  a single-instance property repeated, a property value out of
+ *                           range (payload format 2, receive maximum 0, ...), packet id 0
  *                           where one is required, an empty SUBSCRIBE/UNSUBSCRIBE, v3
- *                           password without username, will flags inconsistent, reserved
- *                           CONNECT flag set, subscription options reserved bits set,
- *                           a client PUBLISH carrying a subscription identifier
+ *                           password without username, will QoS/retain without the will
+ *                           flag, v5 retain handling 3, a client PUBLISH carrying a
+ *                           subscription identifier, an empty topic without a topic alias
  *   MQTT_RC_UNSUPPORTED_VERSION  CONNECT with an unknown protocol name/level pair
- * For CONNECT, decoders fill out->version as soon as it is known, so the caller can
- * answer in the right dialect even when the rest fails. */
+ * A protocol error does not stop decoding: a packet that is also malformed further on
+ * returns MQTT_RC_MALFORMED. For CONNECT, out->version is filled as soon as it is known,
+ * so the caller can answer in the right dialect even when the rest fails. */
 uint8_t mqtt_decode_connect(uint8_t flags, const uint8_t *body, size_t len, struct mqtt_connect *out);
 uint8_t mqtt_decode_connack(uint8_t version, uint8_t flags, const uint8_t *body, size_t len, struct mqtt_connack *out);
 uint8_t mqtt_decode_publish(uint8_t version, uint8_t flags, const uint8_t *body, size_t len, struct mqtt_publish *out);
