@@ -29,6 +29,7 @@
 #include "ctl/ctl.h"
 #include "mqtt/mqtt.h"
 #include "net/conn.h"
+#include "net/fwatch.h"
 #include "net/listener.h"
 #include "store/store.h"
 #include "tls/devcert.h"
@@ -42,6 +43,7 @@ struct main_ctx {
 	struct loop *loop;
 	struct loop_io sig;
 	struct ctl_server *ctl;
+	struct fwatch *watch;
 	int lock_fd;
 	bool stop_requested;
 };
@@ -413,6 +415,31 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 	ctl_replyf(req, false, "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID)\n", argv[0]);
 }
 
+static void on_files_changed(void *arg)
+{
+	struct main_ctx *mc = arg;
+	log_info("certificate files changed: reloading");
+	struct buf rep = { 0 };
+	reload_tls(mc->b, &rep);
+	buf_free(&rep);
+}
+
+static void watch_cert_files(struct main_ctx *mc)
+{
+	struct broker *b = mc->b;
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		const struct cfg_ssl *ssl = &b->listeners[i].cfg->ssl;
+		if (!b->listeners[i].tls)
+			continue;
+		if (!mc->watch && !(mc->watch = fwatch_new(mc->loop, on_files_changed, mc)))
+			return;
+		fwatch_add(mc->watch, ssl->certfile);
+		fwatch_add(mc->watch, ssl->keyfile);
+		if (ssl->cacertfile)
+			fwatch_add(mc->watch, ssl->cacertfile);
+	}
+}
+
 /* ---- signals ---- */
 
 static void on_signal(struct loop_io *io, uint32_t events)
@@ -495,6 +522,24 @@ static bool open_listeners(struct broker *b, char *err, size_t errlen)
 	return true;
 }
 
+/* Certificates named in the config must load before anything is created on disk. */
+static bool check_tls_configs(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct cfg_listener *lc = &cfg->listeners[i];
+		if (!lc->enable || lc->type != CFG_LISTENER_SSL || lc->ssl.dev_cert)
+			continue;
+		char terr[512];
+		if (!tls_check_config(&lc->ssl, terr, sizeof terr)) {
+			snprintf(err, errlen, "%s:%d: listeners.ssl.%s.ssl_options: %s",
+				 lc->ssl.file ? lc->ssl.file : (lc->file ? lc->file : cfg->source),
+				 lc->ssl.file ? lc->ssl.line : lc->line, lc->name, terr);
+			return false;
+		}
+	}
+	return true;
+}
+
 int broker_main(struct config *cfg, const char *config_path)
 {
 	(void)config_path;
@@ -518,18 +563,27 @@ int broker_main(struct config *cfg, const char *config_path)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (!check_tls_configs(cfg, err, sizeof err)) {
+		log_error("%s", err);
+		goto out_early;
+	}
 	if (!mkdir_p(cfg->data_dir, 0700)) {
 		log_error("cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
-		free(b);
-		return 1;
+		goto out_early;
 	}
 	mc.lock_fd = lock_data_dir(cfg->data_dir, err, sizeof err);
 	if (mc.lock_fd < 0) {
 		log_error("%s", err);
-		free(b);
-		return 1;
+		goto out_early;
 	}
 	if (!prepare_dev_certs(cfg, err, sizeof err)) {
+		log_error("%s", err);
+		goto out_unlock;
+	}
+	/* The control socket exists before any listener accepts: once a port answers, ctl works. */
+	mc.loop = loop_new(-1);
+	mc.ctl = ctl_server_start(mc.loop, cfg->data_dir, on_ctl, &mc, err, sizeof err);
+	if (!mc.ctl) {
 		log_error("%s", err);
 		goto out_unlock;
 	}
@@ -568,17 +622,10 @@ int broker_main(struct config *cfg, const char *config_path)
 		free(loops);
 		goto out_free;
 	}
-	mc.loop = loop_new(-1);
-	mc.ctl = ctl_server_start(mc.loop, cfg->data_dir, on_ctl, &mc, err, sizeof err);
-	if (!mc.ctl) {
-		log_error("%s", err);
-		free(loops);
-		loop_free(mc.loop);
-		goto out_free;
-	}
 	mc.sig.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	mc.sig.cb = on_signal;
 	loop_add(mc.loop, &mc.sig, EPOLLIN);
+	watch_cert_files(&mc);
 	for (size_t i = 0; i < b->nlisteners; i++)
 		listener_attach(&b->listeners[i], loops, b->nworkers);
 	free(loops);
@@ -609,9 +656,7 @@ int broker_main(struct config *cfg, const char *config_path)
 		if (!n)
 			break;
 	}
-	ctl_server_stop(mc.ctl);
 	close(mc.sig.fd);
-	loop_free(mc.loop);
 	status = 0;
 	log_info("bulwark stopped");
 out_free:
@@ -619,8 +664,12 @@ out_free:
 	if (b->store)
 		store_close(b->store);
 out_unlock:
+	fwatch_free(mc.watch);
+	ctl_server_stop(mc.ctl);
+	loop_free(mc.loop);
 	if (mc.lock_fd >= 0)
 		close(mc.lock_fd);
+out_early:
 	conn_thread_cleanup();
 	broker_publish_thread_cleanup();
 	free(b);

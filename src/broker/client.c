@@ -103,6 +103,9 @@ void client_disconnect(struct client *c, uint8_t rc, const char *why)
 		return;
 	if (c->version == MQTT_V5 && c->state == CL_CONNECTED)
 		send_disconnect(c, rc, why);
+	/* The session ends (or goes offline) now; the socket may linger a little while the
+	 * last packet drains, but the will and session expiry do not wait for that. */
+	client_detach(c, why);
 	conn_close_after_flush(&c->conn, why);
 }
 
@@ -247,22 +250,35 @@ static void on_drain(struct conn *conn)
 		session_pump(c->sess);
 }
 
+void client_detach(struct client *c, const char *reason)
+{
+	struct session *s = c->sess;
+	if (!s || s->client != c)
+		return;
+	char name[128];
+	bool will = !c->normal_disconnect || c->will_on_disconnect;
+	log_info("client %s disconnected: %s", who(c, name, sizeof name), reason);
+	c->w->nclients--;
+	atomic_fetch_add_explicit(&c->w->stats.disconnects, 1, memory_order_relaxed);
+	c->sess = NULL;
+	session_detach(s, will);
+}
+
 static void on_close(struct conn *conn, const char *reason)
 {
 	struct client *c = client_of(conn);
 	char name[128];
 	timer_cancel(&c->timer);
-	if (c->sess && c->sess->client == c) {
-		bool will = !c->normal_disconnect || c->will_on_disconnect;
-		log_info("client %s disconnected: %s", who(c, name, sizeof name), reason);
-		c->w->nclients--;
-		atomic_fetch_add_explicit(&c->w->stats.disconnects, 1, memory_order_relaxed);
-		struct session *s = c->sess;
-		c->sess = NULL;
-		session_detach(s, will);
+	if (c->sess) {
+		client_detach(c, reason);
 	} else if (c->state == CL_NEW) {
-		log_debug("connection from %s closed before CONNECT: %s", conn->peer_str, reason);
-	} else {
+		/* A port probe (connect, close) is not news; a failed TLS handshake or garbage is. */
+		if (conn->err[0] || conn->bytes_in)
+			log_info("connection from %s on %s closed before CONNECT: %s", conn->peer_str,
+				 conn->listener->id, reason);
+		else
+			log_debug("connection from %s closed before CONNECT: %s", conn->peer_str, reason);
+	} else if (c->state == CL_CONNECTING || !c->normal_disconnect) {
 		log_info("client %s closed: %s", who(c, name, sizeof name), reason);
 	}
 	client_connect_req_free(c);

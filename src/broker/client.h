@@ -72,6 +72,9 @@ bool client_send_dlv(struct client *c, struct dlv *d, bool dup);
 bool client_congested(const struct client *c);
 /* Disconnect with a v5 reason code (DISCONNECT sent to v5 clients; v3 just closed). */
 void client_disconnect(struct client *c, uint8_t rc, const char *why);
+/* Detach from the session now (DISCONNECT received, or the connection is closing): the will
+ * is due unless the client said a normal DISCONNECT. Idempotent. */
+void client_detach(struct client *c, const char *reason);
 /* Kick (administrative): DISCONNECT 0x98, will published. */
 void client_kick(struct client *c);
 

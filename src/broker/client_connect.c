@@ -152,6 +152,7 @@ static uint8_t pick_client_id(struct client *c, const struct mqtt_connect *cp, s
 	size_t len = cp->client_id.len;
 	if (mq(c)->use_username_as_clientid && cp->has_username && cp->username.len) {
 		c->client_id = xstrndup((const char *)cp->username.p, cp->username.len);
+		req->assigned_id = cp->client_id.len == 0; /* MQTT-3.1.3-7: tell the client its ID */
 		len = cp->username.len;
 	} else if (len == 0) {
 		if (c->version == MQTT_V31)
@@ -230,6 +231,7 @@ static void take_over(struct session *s, struct client *newc, bool clean_start)
 		 client_safe(s->client_id, s->cid_len, name, sizeof name), newc->conn.peer_str, old->conn.peer_str);
 	old->sess = NULL;
 	old->w->nclients--;
+	old->normal_disconnect = true; /* its session moves on: on_close must not detach again */
 	client_disconnect(old, MQTT_RC_SESSION_TAKEN_OVER, "session taken over");
 	s->client = NULL;
 	if (s->will && (s->will_delay == 0 || clean_start)) {
@@ -248,6 +250,12 @@ static void complete_connect(struct client *c)
 	struct worker *w = c->w;
 	size_t cid_len = strlen(c->client_id);
 	struct session *s = session_get(w, c->client_id, cid_len);
+	if (s && s->client) {
+		/* Whatever the old connection already sent (a DISCONNECT, acks) counts first; that
+		 * may end the session, so look it up again. */
+		conn_read_now(&s->client->conn);
+		s = session_get(w, c->client_id, cid_len);
+	}
 	if (s && s->client)
 		take_over(s, c, req->clean_start);
 	if (s && req->clean_start) {
@@ -384,6 +392,11 @@ void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *bo
 		session_set_expiry(c->sess, d.props.session_expiry);
 	}
 	c->normal_disconnect = true;
-	c->will_on_disconnect = (d.rc == MQTT_RC_DISCONNECT_WITH_WILL);
-	conn_close(&c->conn, d.rc == 0 ? "client sent DISCONNECT" : mqtt_rc_str(d.rc));
+	/* Only reason 0x00 discards the will (MQTT-3.14.4-3); v3 DISCONNECT decodes as 0. */
+	c->will_on_disconnect = (d.rc != MQTT_RC_SUCCESS);
+	const char *why = d.rc == 0 ? "client sent DISCONNECT" : mqtt_rc_str(d.rc);
+	/* Detach now, not when the close is reaped: a reconnect handled later in this same
+	 * loop iteration must find the session free, without a will to publish. */
+	client_detach(c, why);
+	conn_close(&c->conn, why);
 }

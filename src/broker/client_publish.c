@@ -153,7 +153,12 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 			return;
 		}
 		if (!session_rel_add(s, p.packet_id, loop_now(c->conn.loop))) {
-			send_ack(c, MQTT_PUBREC, p.packet_id, MQTT_RC_RECEIVE_MAX_EXCEEDED);
+			if (c->version == MQTT_V5) {
+				send_ack(c, MQTT_PUBREC, p.packet_id, MQTT_RC_RECEIVE_MAX_EXCEEDED);
+			} else {
+				/* A v3 PUBREC cannot say "refused": it would promise delivery. */
+				client_protocol_error(c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "more than max_awaiting_rel QoS 2 messages awaiting PUBREL");
+			}
 			return;
 		}
 	}

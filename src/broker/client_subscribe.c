@@ -89,7 +89,11 @@ static void send_retained(struct client *c, struct retained_req *rq, size_t n)
 		struct msg **msgs = NULL;
 		size_t k = retain_match(c->w->b->retained, rq[i].filter, rq[i].len, now, &msgs);
 		for (size_t j = 0; j < k; j++) {
-			uint8_t q = msgs[j]->qos < rq[i].qos ? msgs[j]->qos : rq[i].qos;
+			uint8_t mqos = msgs[j]->qos, q;
+			if (mq(c)->upgrade_qos)
+				q = mqos > rq[i].qos ? mqos : rq[i].qos;
+			else
+				q = mqos < rq[i].qos ? mqos : rq[i].qos;
 			if (c->sess)
 				session_deliver(c->sess, msgs[j], q, DLV_RETAIN, rq[i].sub_id);
 			msg_unref(msgs[j]);

@@ -20,7 +20,7 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *props, s
 	m->publisher = 0;
 	atomic_init(&m->store_id, 0);
 	memcpy(m->data, topic, topic_len);
-	if (props_len)
+	if (props_len && props)
 		memcpy(m->data + topic_len, props, props_len);
 	if (payload_len)
 		memcpy(m->data + topic_len + props_len, payload, payload_len);

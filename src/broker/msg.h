@@ -46,7 +46,8 @@ static inline const uint8_t *msg_payload(const struct msg *m)
 	return (const uint8_t *)m->data + m->topic_len + m->props_len;
 }
 
-/* Allocate a message with refs = 1. props may be NULL when props_len is 0. */
+/* Allocate a message with refs = 1. With props NULL, props_len bytes are left for the
+ * caller to fill (msg_props_forward straight into place). */
 struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *props, size_t props_len,
 		    const uint8_t *payload, size_t payload_len, uint8_t qos, bool retain);
 /* Build the forwardable property bytes from decoded PUBLISH/will properties into out

@@ -123,7 +123,8 @@ size_t broker_publish(struct worker *w, struct msg *m, struct client *from)
 		if ((h->options & MQTT_SUBOPT_NO_LOCAL) && !h->shared && m->publisher && h->sess_id == m->publisher)
 			continue;
 		uint8_t subq = h->options & MQTT_SUBOPT_QOS_MASK;
-		uint8_t qos = mq->upgrade_qos ? subq : (m->qos < subq ? m->qos : subq);
+		/* upgrade_qos: the higher of the two, as EMQX (emqx_session:enrich_subopts). */
+		uint8_t qos = mq->upgrade_qos ? (m->qos > subq ? m->qos : subq) : (m->qos < subq ? m->qos : subq);
 		uint8_t flags = ((h->options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain) ? DLV_RETAIN : 0;
 		worker_dispatch(w, h->worker, h->sess_id, m, qos, flags, h->sub_id);
 		delivered++;

@@ -31,6 +31,17 @@ struct conn_thread {
 
 static _Thread_local struct conn_thread th;
 
+/* A pending conn_migrate: departs at the end of the iteration. */
+struct migration {
+	struct loop_task task;
+	struct conn *c;
+	struct loop *to;
+	void (*done)(struct conn *c, void *arg);
+	void *arg;
+	bool flush;
+};
+
+
 static void reap(struct loop_task *t);
 
 void conn_thread_init(void)
@@ -147,6 +158,7 @@ void conn_init(struct conn *c, struct loop *l, int fd, const struct transport_op
 	c->read_task.fn = read_task_fn;
 	list_init(&c->zombie_link);
 	c->close_reason = NULL;
+	c->migration = NULL;
 	c->err[0] = '\0';
 	c->bytes_in = c->bytes_out = 0;
 	timer_init(&c->linger_timer, NULL);
@@ -180,6 +192,11 @@ void conn_close(struct conn *c, const char *reason)
 	c->flags |= CONN_CLOSING;
 	if (!c->close_reason || !(c->flags & CONN_CLOSE_AFTER_FLUSH))
 		c->close_reason = reason;
+	if (c->migration) {
+		loop_defer_cancel(&c->migration->task);
+		free(c->migration);
+		c->migration = NULL;
+	}
 	loop_del(c->loop, &c->io);
 	loop_defer_cancel(&c->flush_task);
 	loop_defer_cancel(&c->read_task);
@@ -487,6 +504,12 @@ static void service(struct conn *c, uint32_t events)
 		do_read(c);
 }
 
+void conn_read_now(struct conn *c)
+{
+	if (c->flags & CONN_OPEN)
+		service(c, EPOLLIN | EV_REPLAY);
+}
+
 static void on_event(struct loop_io *io, uint32_t events)
 {
 	service(container_of(io, struct conn, io), events & ~EV_REPLAY);
@@ -499,40 +522,48 @@ static void read_task_fn(struct loop_task *t)
 
 /* ---- migration ---- */
 
-struct migration {
-	struct conn *c;
-	void (*done)(struct conn *c, void *arg);
-	void *arg;
-	bool flush;
-};
-
 static void migrate_arrive(void *arg)
 {
 	struct migration *m = arg;
 	struct conn *c = m->c;
 	c->loop = loop_current();
+	c->flags &= ~CONN_READ_PAUSED;
 	loop_add(c->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (m->flush || c->out_head)
 		loop_defer(c->loop, &c->flush_task);
 	m->done(c, m->arg);
 	free(m);
 	/* Edge-triggered registration reports current readiness, but buffered bytes need a nudge. */
-	if (!conn_closing(c))
+	if (!conn_closing(c) && !(c->flags & CONN_READ_PAUSED))
 		loop_defer(c->loop, &c->read_task);
 }
 
-void conn_migrate(struct conn *c, struct loop *to, void (*done)(struct conn *c, void *arg), void *arg)
+static void migrate_depart(struct loop_task *t)
 {
-	struct migration *m = xmalloc(sizeof *m);
-	m->c = c;
-	m->done = done;
-	m->arg = arg;
+	struct migration *m = container_of(t, struct migration, task);
+	struct conn *c = m->c;
+	c->migration = NULL;
 	m->flush = list_linked(&c->flush_task.link);
 	loop_del(c->loop, &c->io);
 	loop_defer_cancel(&c->flush_task);
 	loop_defer_cancel(&c->read_task);
 	timer_cancel(&c->linger_timer);
-	loop_post(to, migrate_arrive, m);
+	loop_post(m->to, migrate_arrive, m);
+}
+
+void conn_migrate(struct conn *c, struct loop *to, void (*done)(struct conn *c, void *arg), void *arg)
+{
+	struct migration *m = xmalloc(sizeof *m);
+	list_init(&m->task.link);
+	m->task.fn = migrate_depart;
+	m->c = c;
+	m->to = to;
+	m->done = done;
+	m->arg = arg;
+	m->flush = false;
+	c->migration = m;
+	c->flags |= CONN_READ_PAUSED;
+	loop_defer(c->loop, &m->task);
 }
 
 /* ---- TCP transport ---- */

@@ -109,6 +109,7 @@ struct conn {
 	struct list zombie_link;        /* in the loop's close list while CLOSING */
 	struct timer linger_timer;      /* bounds close-after-flush and lingering */
 	const char *close_reason;
+	struct migration *migration;    /* pending conn_migrate, until it departs */
 	char err[96];                   /* transport error text */
 	uint64_t bytes_in, bytes_out;
 };
@@ -139,6 +140,9 @@ void conn_close(struct conn *c, const char *reason);
 /* Stop reading, write what is queued (a final CONNACK or DISCONNECT), then close.
  * Gives up and closes after a short grace period. */
 void conn_close_after_flush(struct conn *c, const char *reason);
+/* Read and hand to the owner whatever has already arrived, now (same thread only). Used
+ * before a takeover so a DISCONNECT or acks the old connection already sent count. */
+void conn_read_now(struct conn *c);
 /* Pause / resume reading (back-pressure from the owner). */
 void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);
@@ -148,9 +152,11 @@ static inline bool conn_closing(const struct conn *c)
 	return (c->flags & (CONN_CLOSING | CONN_CLOSE_AFTER_FLUSH)) != 0;
 }
 
-/* Detach from the current loop (must be called on it) and hand the connection to loop
- * `to`, where done(c, arg) runs once it is registered there. Pending deferred work moves
- * with it. The caller must not touch c after this call. */
+/* Hand the connection to loop `to`, where done(c, arg) runs once it is registered there.
+ * Reading stops at once; the connection departs at the end of the current iteration (so
+ * the read loop that called the owner can stash unconsumed bytes first), taking its
+ * buffered input and pending output with it. After this call the caller must not touch c
+ * except to close it (which cancels the move). */
 void conn_migrate(struct conn *c, struct loop *to, void (*done)(struct conn *c, void *arg), void *arg);
 
 /* Per-thread setup/teardown of the scratch read buffer and block cache. */

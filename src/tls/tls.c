@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -68,6 +69,14 @@ static SSL_CTX *build_ctx(const struct cfg_ssl *cfg, const char *id, char *err, 
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)id, (unsigned)strlen(id));
 
+	const char *files[3][2] = { { "certfile", cfg->certfile }, { "keyfile", cfg->keyfile },
+				     { "cacertfile", cfg->cacertfile } };
+	for (int i = 0; i < 3; i++) {
+		if (files[i][1] && *files[i][1] && access(files[i][1], R_OK) != 0) {
+			snprintf(err, errlen, "cannot read %s %s: %s", files[i][0], files[i][1], strerror(errno));
+			goto fail;
+		}
+	}
 	SSL_CTX_set_default_passwd_cb(ctx, password_cb);
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, cfg->password);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {
@@ -107,7 +116,8 @@ static SSL_CTX *build_ctx(const struct cfg_ssl *cfg, const char *id, char *err, 
 			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
 	}
 	SSL_CTX_set_verify(ctx, mode, NULL);
-	SSL_CTX_set_verify_depth(ctx, cfg->depth + 1);
+	/* depth = intermediates allowed between the peer and the trust anchor (OpenSSL's meaning too). */
+	SSL_CTX_set_verify_depth(ctx, (int)cfg->depth);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);

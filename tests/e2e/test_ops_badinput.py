@@ -218,6 +218,41 @@ def test_byte_by_byte_client_works_and_blocks_nobody(bad_env):
         slow.close()
 
 
+def test_connect_split_across_segments_is_handled_once(bad_env):
+    """A CONNECT that arrives in two TCP segments (a slow link) is one CONNECT: the client gets
+    its CONNACK and stays connected. Many client IDs, so some belong to another worker than the
+    one that accepted the connection (the connection then moves between threads)."""
+    b, pair = bad_env
+    for i in range(40):
+        c = m.RawClient(b.tcp_port, version=5)
+        try:
+            pkt = m.connect("split-%d" % i, version=5)
+            c.send(pkt[:6])
+            c.expect_nothing(0.005)
+            c.send(pkt[6:])
+            c.expect(m.CONNACK, rc=0)
+            c.ping()
+            c.expect_nothing(0.02)
+            c.disconnect()
+        finally:
+            c.close()
+    pair.exchange()
+
+
+def test_packets_pipelined_behind_connect_are_all_answered(bad_env):
+    """MQTT lets a client send packets right behind its CONNECT without waiting for the CONNACK
+    (v5 §3.1.4, 3.1.1 §3.1.4): CONNECT + SUBSCRIBE + PINGREQ in one segment get CONNACK, SUBACK
+    and PINGRESP. Many client IDs, so the connection often moves to another worker in between."""
+    b, pair = bad_env
+    for i in range(100):
+        with m.RawClient(b.tcp_port, version=5, timeout=3) as c:
+            c.send(m.connect("pipe-%d" % i, version=5) + m.subscribe(1, "pipe/x", version=5) + m.pingreq())
+            c.expect(m.CONNACK, rc=0)
+            c.expect(m.SUBACK, packet_id=1)
+            c.expect(m.PINGRESP)
+    pair.exchange()
+
+
 def test_silent_connection_is_closed_after_idle_timeout_with_a_log_line(start_broker):
     b = start_broker("mqtt.idle_timeout = 1s\n")
     pair = Pair(b)

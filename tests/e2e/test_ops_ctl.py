@@ -2,16 +2,22 @@
 permissions of the control socket and data dir (SPEC §1; EMQX reference §7 for kicks)."""
 import os
 import re
-import signal
 import stat
 
-from bw import mqtt_raw as m
 from bw.broker import bulwark_bin, run_command
 from bw.clients import Tls
 
 
+def ready(b):
+    """The harness's readiness is "the MQTT ports accept"; the broker creates its control socket
+    a moment later (broker.c: listeners, then the control socket, then "started")."""
+    b.wait_for_log(r"bulwark \S+ started")
+    return b
+
+
 def test_ctl_status(start_broker, raw_client):
     b = start_broker("node.workers = 2\n")
+    ready(b)
     c = raw_client(b, version=5)
     c.connect("status-1")
     c.subscribe("s/#", qos=1)
@@ -22,12 +28,12 @@ def test_ctl_status(start_broker, raw_client):
 
 
 def test_ctl_clients_list_shows_id_listener_and_protocol(start_broker, raw_client, pki):
-    b = start_broker("""
+    b = ready(start_broker("""
 listeners.tcp.second { bind = "127.0.0.1:{{port.second}}" }
 listeners.ssl.default {
   ssl_options { certfile = "{{pki.server_chain}}", keyfile = "{{pki.server_key}}" }
 }
-""", ssl=True)
+""", ssl=True))
     a = raw_client(b, version=5)
     a.connect("dev-v5")
     c = raw_client(b.port("second"), version=4)
@@ -59,6 +65,7 @@ listeners.ssl.default {
 
 def test_ctl_clients_kick_sends_0x98_and_publishes_the_will(start_broker, raw_client):
     b = start_broker("")
+    ready(b)
     watcher = raw_client(b, version=5)
     watcher.connect("watcher")
     watcher.subscribe("wills/#", qos=1)
@@ -75,6 +82,7 @@ def test_ctl_clients_kick_sends_0x98_and_publishes_the_will(start_broker, raw_cl
 
 def test_ctl_kick_v3_client_closes_it(start_broker, raw_client):
     b = start_broker("")
+    ready(b)
     victim = raw_client(b, version=4)
     victim.connect("old-victim")
     status, out = b.ctl("clients", "kick", "old-victim")
@@ -84,6 +92,7 @@ def test_ctl_kick_v3_client_closes_it(start_broker, raw_client):
 
 def test_ctl_kick_unknown_client_fails(start_broker, raw_client):
     b = start_broker("")
+    ready(b)
     c = raw_client(b, version=5)
     c.connect("present")
     status, out = b.ctl("clients", "kick", "absent")
@@ -94,12 +103,14 @@ def test_ctl_kick_unknown_client_fails(start_broker, raw_client):
 
 def test_ctl_unknown_command_fails(start_broker):
     b = start_broker("")
+    ready(b)
     status, out = b.ctl("frobnicate")
     assert status != 0 and "frobnicate" in out, out
 
 
 def test_ctl_against_a_stopped_broker_is_a_clear_error(start_broker):
     b = start_broker("")
+    ready(b)
     assert b.ctl("status")[0] == 0
     b.stop()
     status, out = b.ctl("status", timeout=10)
@@ -110,6 +121,7 @@ def test_ctl_against_a_stopped_broker_is_a_clear_error(start_broker):
 
 def test_ctl_against_a_crashed_broker_is_a_clear_error(start_broker):
     b = start_broker("", expect_exit=None)
+    ready(b)
     b.kill()                       # SIGKILL: the socket file stays behind
     status, out = b.ctl("status", timeout=10)
     assert status != 0, out
@@ -124,6 +136,7 @@ def test_ctl_with_no_broker_ever_started(tmp_path):
 
 def test_ctl_finds_the_broker_through_its_config(start_broker, raw_client):
     b = start_broker('node.data_dir = "var/lib"\n')
+    ready(b)
     c = raw_client(b, version=4)
     c.connect("via-config")
     status, out = run_command([bulwark_bin(), "ctl", "-c", str(b.config_path), "clients", "list"], b.dir, timeout=10)
@@ -132,6 +145,7 @@ def test_ctl_finds_the_broker_through_its_config(start_broker, raw_client):
 
 def test_control_socket_and_data_dir_are_owner_only(start_broker):
     b = start_broker("")
+    ready(b)
     sock = b.data_dir / "bulwark.sock"
     st = os.stat(sock)
     assert stat.S_ISSOCK(st.st_mode)
@@ -141,5 +155,19 @@ def test_control_socket_and_data_dir_are_owner_only(start_broker):
 
 def test_ctl_reload_without_tls_listeners(start_broker):
     b = start_broker("")
+    ready(b)
     status, out = b.ctl("reload")
     assert status == 0, out
+
+
+def test_second_broker_on_the_same_data_dir_is_refused(start_broker, raw_client):
+    a = ready(start_broker(""))
+    b = start_broker('node.data_dir = "%s"\n' % a.data_dir, name="second", start=False, expect_exit=None)
+    status, log = b.run_to_exit(timeout=10)
+    assert status != 0, log
+    assert "in use" in log or "running" in log, log
+    # the first one is untouched: its control socket still answers
+    status, out = a.ctl("status")
+    assert status == 0, out
+    c = raw_client(a, version=4)
+    c.connect("still-first")

@@ -1,10 +1,10 @@
 """Listeners: the implicit EMQX defaults and the embedded default, deleting and disabling
 listeners, several named listeners at once, max_connections, access_rules, mountpoint and
 enable_authn (SPEC §1-2, EMQX reference §1)."""
-import contextlib
 import fcntl
 import os
 import socket
+import ssl
 import stat
 import time
 
@@ -12,7 +12,6 @@ import pytest
 
 from bw import mqtt_raw as m
 from bw.broker import bulwark_bin
-from bw.clients import Tls
 from bw.ports import port_accepts
 from bw.tls import client_context, handshake
 
@@ -223,6 +222,47 @@ listeners.ssl.default = marked_for_deletion
     mqtt_roundtrip(b.port("other"), b.port("other"), "x/y", tag="other")
 
 
+# ---- bind forms and bind failures -------------------------------------------------------------
+
+def test_bind_forms(start_broker):
+    b = start_broker("""
+listeners.tcp.bare { bind = {{port.bare}} }
+listeners.tcp.v6   { bind = "[::1]:{{port.v6}}" }
+listeners.tcp.dual { bind = "[::]:{{port.dual}}" }
+""", wait_ports=["tcp", "bare", "dual"])
+    assert listening_addrs(b.port("bare")) == ["0.0.0.0"], listening_addrs(b.port("bare"))
+    with socket.create_connection(("::1", b.port("v6")), timeout=5):
+        pass
+    assert not port_accepts(b.port("v6")), "[::1] must not listen on IPv4"
+    mqtt_roundtrip(b.port("dual"), b.port("bare"), "bind/forms", tag="dual")   # IPv4 on [::]
+
+
+def test_port_taken_by_another_process_fails_the_start(start_broker):
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    port = squatter.getsockname()[1]
+    try:
+        b = start_broker('listeners.tcp.taken { bind = "127.0.0.1:%d" }\n' % port, start=False, expect_exit=None)
+        status, log = b.run_to_exit(timeout=10)
+        assert status != 0, log
+        err = [ln for ln in log.splitlines() if " error: " in ln]
+        assert len(err) == 1 and "tcp:taken" in err[0] and str(port) in err[0], log
+    finally:
+        squatter.close()
+
+
+def test_two_listeners_on_one_port_fail_the_start(start_broker):
+    b = start_broker("""
+listeners.tcp.a { bind = "127.0.0.1:{{port.same}}" }
+listeners.tcp.b { bind = "127.0.0.1:{{port.same}}" }
+""", start=False, expect_exit=None)
+    status, log = b.run_to_exit(timeout=10)
+    assert status != 0, log
+    err = [ln for ln in log.splitlines() if " error: " in ln]
+    assert len(err) == 1 and str(b.port("same")) in err[0], log
+
+
 # ---- several listeners ------------------------------------------------------------------------
 
 def test_several_named_tcp_and_ssl_listeners(start_broker, pki):
@@ -272,6 +312,18 @@ listeners.ssl.mtls {
     finally:
         for s in subs.values():
             s.close()
+
+
+def test_ssl_listener_without_certfile_uses_the_generated_dev_certificate(start_broker):
+    b = start_broker('listeners.ssl.dev { bind = "127.0.0.1:{{port.dev}}" }\n')
+    ca = b.data_dir / "certs" / "dev-ca.pem"
+    assert ca.is_file()
+    for name in ("localhost", "127.0.0.1"):
+        with m.RawClient(b.port("dev"), version=5, tls=client_context(ca=str(ca)), server_hostname=name) as c:
+            c.connect("dev-" + name)
+    # a client that does not trust the development CA refuses the server
+    with pytest.raises(ssl.SSLError):
+        handshake(b.port("dev"), client_context()).close()
 
 
 # ---- max_connections ------------------------------------------------------------------------

@@ -3,11 +3,13 @@ certificate hot reload (SIGHUP and `ctl reload`, failed reloads keep the old cer
 garbage on the TLS port (SPEC §1, §3; EMQX reference §2)."""
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 
 from bw import mqtt_raw as m
+from bw.broker import BrokerError
 from bw.pki import key_pem
 from bw.tls import client_context, handshake
 
@@ -286,6 +288,26 @@ def test_failed_reload_keeps_the_previous_certificate(start_broker, pki, breakag
         pub.close()
 
 
+def test_certificate_file_change_is_picked_up_without_a_signal(start_broker, pki):
+    # SPEC §4: "Certificate hot reload is immediate (SIGHUP, file change, or ctl)". The files are
+    # replaced the way certificate managers do it: written beside, then renamed over.
+    b = _reloadable(start_broker, pki)
+    sub, pub = _live_pair(b, pki)
+    try:
+        for rel, src in (("tls/server.key", pki.server_ec_key), ("tls/server.pem", pki.server_ec_chain)):
+            b.write_file(rel + ".new", Path(src).read_bytes())
+            b.path(rel + ".new").rename(b.path(rel))
+        deadline = time.monotonic() + 5
+        while served_cert(b.ssl_port, pki.root_ca_cert) != der_of(pki.server_ec_cert):
+            assert time.monotonic() < deadline, "new certificate files not picked up within 5 s without a signal"
+            time.sleep(0.1)
+        pub.publish("live/after", b"2", qos=1)
+        sub.recv_publish(topic="live/after", payload=b"2")
+    finally:
+        sub.close()
+        pub.close()
+
+
 def test_reload_picks_up_a_new_ca_bundle(start_broker, pki):
     # SPEC §4: hot reload includes the CA bundle.
     b = start_broker("""
@@ -341,7 +363,11 @@ listeners.ssl.default {
                     pass
         finally:
             s.close()
-        b.wait_for_log(r"127\.0\.0\.1:%d\b" % port, since=mark, timeout=5)
+        try:
+            b.wait_for_log(r"127\.0\.0\.1:%d\b" % port, since=mark, timeout=5)
+        except BrokerError:
+            raise AssertionError(f"no log line about the connection from 127.0.0.1:{port} that sent plain MQTT "
+                                 f"to the TLS port (SPEC §3: closed with a log line)\n{b.log_text(mark)}")
         # the broker keeps serving TLS clients, old and new
         with m.RawClient(b.ssl_port, version=5, tls=tls) as pub:
             pub.connect("after-garbage")
@@ -377,3 +403,19 @@ listeners.ssl.default {
         junk.close()
         silent.close()
     assert_accepted(b.ssl_port, tls, "afterwards")
+
+
+# ---- depth ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth,inter_ok", [(0, False), (1, True), (10, True)])
+def test_depth_counts_intermediates_between_peer_and_root(start_broker, pki, depth, inter_ok):
+    # EMQX (OTP ssl) and OpenSSL agree: depth = the number of intermediate CAs allowed between the
+    # peer certificate and the trusted root; 0 = the peer must be signed by the root itself.
+    b = start_broker(MTLS % f"fail_if_no_peer_cert = true\n    depth = {depth}", ssl=True)
+    direct = client_context(ca=pki.root_ca_cert, cert=pki.client_root_cert, key=pki.client_root_key)
+    assert_accepted(b.ssl_port, direct, "signed-by-root")
+    via_inter = client_context(ca=pki.root_ca_cert, cert=pki.client_cert, key=pki.client_key)
+    if inter_ok:
+        assert_accepted(b.ssl_port, via_inter, "via-intermediate")
+    else:
+        assert_refused(b.ssl_port, via_inter, "via-intermediate")

@@ -284,3 +284,25 @@ def test_v5_connect_with_invalid_properties_is_a_protocol_error(broker, raw_clie
     c = raw_client(broker, version=5)
     c.connect("badprops", props=props, expect_rc=0x82)
     c.expect_closed()
+
+
+def test_disconnect_then_immediate_reconnect_publishes_no_will(start_broker, raw_client):
+    # MQTT-3.14.4-3: on DISCONNECT the server discards the will without publishing it. A client
+    # that sends DISCONNECT and reconnects with the same client ID at once must not see its will
+    # published: the DISCONNECT was on the wire before the new CONNECT.
+    b = start_broker(W4)
+    watcher = raw_client(b, version=4)
+    watcher.connect("will-watcher")
+    watcher.subscribe("wr/#", qos=0)
+    for i in range(60):
+        cid = "wr-%d" % i
+        c = m.RawClient(b.tcp_port, version=4)
+        c.connect(cid, will={"topic": "wr/will", "payload": b"%d" % i})
+        c.send(m.disconnect())
+        c.close()
+        r = m.RawClient(b.tcp_port, version=4)
+        r.connect(cid)
+        r.send(m.disconnect())
+        r.close()
+    watcher.ping()
+    watcher.expect_nothing(0.5)

@@ -25,7 +25,7 @@ def disconnect_and_wait(c):
 
 def pair(raw_client, b, version, sub_id="sub", pub_id="pub", sub_props=None):
     sub = raw_client(b, version=version)
-    sub.connect(sub_id, props=sub_props) if version == 5 else sub.connect(sub_id)
+    sub.connect(sub_id, props=sub_props)
     pub = raw_client(b, version=version)
     pub.connect(pub_id)
     return sub, pub
@@ -727,3 +727,28 @@ def test_v3_qos2_beyond_max_awaiting_rel_is_never_acknowledged_and_dropped(start
         assert got == [b"1", b"2", b"3"], got
     else:
         assert [x.payload for x in sub.recv_publishes(2)] == [b"1", b"2"]
+
+
+# ---- pipelining -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_packets_sent_right_after_connect_are_processed(start_broker, raw_client, version):
+    # MQTT 3.1.1 §3.1.4 / MQTT 5 §3.1.4: a client may send further packets right after CONNECT,
+    # without waiting for CONNACK. With 4 workers most client IDs live on another worker than the
+    # one that accepted the connection, so the connection moves while those bytes are buffered.
+    b = start_broker(W4)
+    sub = raw_client(b, version=4)
+    sub.connect("pipe-sub")
+    sub.subscribe("pipe/+", qos=1)
+    n = 60
+    for i in range(n):
+        c = raw_client(b, version=version)
+        c.send(m.connect("pipe-%d-%d" % (version, i), version=version)
+               + m.subscribe(1, "pipe/none/%d" % i, qos=1, version=version)
+               + m.publish("pipe/%d" % i, b"%d" % i, qos=1, packet_id=2, version=version))
+        c.expect(m.CONNACK, rc=0, timeout=3)
+        c.wait_for(m.SUBACK, packet_id=1, timeout=3)
+        c.wait_for(m.PUBACK, packet_id=2, timeout=3)
+        c.close()
+    got = sorted(int(p.payload) for p in sub.recv_publishes(n))
+    assert got == list(range(n))

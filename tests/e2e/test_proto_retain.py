@@ -5,8 +5,6 @@ import time
 
 import pytest
 
-from bw import mqtt_raw as m
-
 W4 = "node.workers = 4\n"
 
 

@@ -486,3 +486,44 @@ def test_long_queue_delivered_in_order_through_the_inflight_window(start_broker,
     for i, p in enumerate(pubs):
         p.publish("long/live", b"live-%d" % i, qos=1)
     assert sorted(payloads(sub.recv_publishes(3))) == [b"live-0", b"live-1", b"live-2"]
+
+
+def test_subscription_options_survive_graceful_restart(broker, raw_client):
+    """Subscription identifier, No Local and Retain As Published are part of the stored session."""
+    cid = "rs-opts"
+    c = session_connect(raw_client, broker, cid, 5)
+    c.subscribe([("so/rap", {"qos": 1, "rap": True}), ("so/nl", {"qos": 1, "nl": True})],
+                props={"subscription_identifier": 7})
+    leave(broker, c, cid)
+    broker.restart()
+    c = session_connect(raw_client, broker, cid, 5)
+    assert c.connack.session_present is True
+    c.publish("so/nl", b"own", qos=1)  # No Local: not sent back to the publisher
+    pub = publisher(raw_client, broker)
+    pub.publish("so/rap", b"kept-flag", qos=1, retain=True)
+    p = c.recv_publish(topic="so/rap", payload=b"kept-flag")
+    assert p.retain is True, "Retain As Published was lost in the restart"
+    assert p.props.get("subscription_identifier") == [7], p
+    pub.publish("so/nl", b"other", qos=1)
+    p = c.recv_publish()
+    assert (p.topic, p.payload) == ("so/nl", b"other"), "No Local was lost in the restart"
+    assert p.props.get("subscription_identifier") == [7], p
+
+
+def test_queued_message_expiry_applies_while_offline(broker, raw_client):
+    cid = "q-expiry"
+    sub = session_connect(raw_client, broker, cid, 5)
+    sub.subscribe("qe/#", qos=1)
+    leave(broker, sub, cid)
+    pub = publisher(raw_client, broker)
+    pub.publish("qe/short", b"short", qos=1, props={"message_expiry_interval": 1})
+    pub.publish("qe/long", b"long", qos=1, props={"message_expiry_interval": 600})
+    pub.publish("qe/none", b"none", qos=1)
+    time.sleep(2.2)  # let the 1 s message expire while the session is offline
+    sub = session_connect(raw_client, broker, cid, 5)
+    got = sub.recv_publishes(2)
+    assert [p.payload for p in got] == [b"long", b"none"], "an expired queued message was delivered"
+    assert 590 <= got[0].props.get("message_expiry_interval", 0) <= 598, \
+        f"the remaining expiry must count the time spent in the queue: {got[0]!r}"
+    assert "message_expiry_interval" not in got[1].props
+    sub.expect_nothing(0.3)

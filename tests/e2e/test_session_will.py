@@ -3,6 +3,7 @@ flag and v5 properties, the v5 Will Delay Interval, and wills on session takeove
 
 Every test watches the will topic with a separate v5 subscriber and asserts what it receives."""
 import re
+import threading
 import time
 
 import pytest
@@ -93,22 +94,16 @@ def test_will_published_on_v5_disconnect_with_error_reason(broker, raw_client):
 
 @pytest.mark.parametrize("version", [4, 5])
 def test_will_retain_flag_makes_it_retained(broker, raw_client, version):
+    w = watcher(raw_client, broker, topic="will/status")
     c = will_client(raw_client, broker, f"ret-{version}", version, topic="will/status", payload=b"offline",
                     retain=True)
     c.close()
+    w.recv_publish(topic="will/status", payload=b"offline")
     # A subscriber arriving after the will was published gets it as a retained message.
-    deadline = time.monotonic() + 5
-    while True:
-        late = raw_client(broker, version=version)
-        late.connect(f"late-{version}-{int(time.monotonic() * 1000)}")
-        late.subscribe("will/status", qos=1)
-        try:
-            p = late.recv_publish(timeout=0.3)
-            break
-        except m.NoPacket:
-            late.disconnect()
-            assert time.monotonic() < deadline, "retained will never appeared"
-    assert (p.topic, p.payload, p.retain) == ("will/status", b"offline", True)
+    late = raw_client(broker, version=version)
+    late.connect(f"late-{version}")
+    late.subscribe("will/status", qos=1)
+    late.recv_publish(topic="will/status", payload=b"offline", retain=True)
 
 
 def test_will_without_retain_is_not_retained(broker, raw_client):
@@ -311,8 +306,69 @@ def test_will_published_when_kicked(broker, raw_client, version):
     w.recv_publish(topic="will/t", payload=b"kicked")
 
 
-def test_will_not_published_on_graceful_broker_shutdown_is_not_required_but_clients_reconnect(broker, raw_client):
-    """A graceful stop sends v5 clients DISCONNECT 0x8B (server shutting down)."""
+def test_graceful_shutdown_sends_v5_server_shutting_down(broker, raw_client):
+    """A graceful stop sends v5 clients DISCONNECT 0x8B (server shutting down) before closing."""
     c = will_client(raw_client, broker, "shutdown", 5, payload=b"x")
     broker.stop()
     c.expect_closed(reason=m.RC["server_shutting_down"])
+
+
+@pytest.mark.parametrize("cause", ["protocol_error", "keepalive"])
+def test_will_published_promptly_when_the_server_closes(broker, raw_client, cause):
+    """Once the server has sent DISCONNECT and closed the connection, the will follows at once;
+    it does not wait for the (possibly dead) peer to close its end."""
+    w = watcher(raw_client, broker)
+    c = will_client(raw_client, broker, "prompt-" + cause, 5, payload=b"prompt", keepalive=1)
+    if cause == "protocol_error":
+        c.send(m.connect("again", version=5))
+        c.expect_closed(reason=m.RC["protocol_error"])
+    else:
+        c.expect_closed(timeout=4, reason=m.RC["keep_alive_timeout"])
+    # the client keeps its socket open, as a device that lost power would
+    t0 = time.monotonic()
+    w.recv_publish(topic="will/t", payload=b"prompt", timeout=5)
+    took = time.monotonic() - t0
+    assert took < 1.0, f"will published {took:.1f}s after the server closed the connection"
+
+
+@pytest.mark.timeout(90)
+def test_will_published_for_every_abrupt_close_under_concurrency(start_broker, raw_client):
+    """Bursts of clients with wills connect and drop their sockets at once, spread over 4 workers:
+    every close is noticed and every will is published promptly, without waiting for unrelated
+    traffic to wake the broker up."""
+    b = start_broker("node.workers = 4\n")
+    w = watcher(raw_client, b, topic="mass/#", qos=1)
+    rounds, threads, per = 25, 4, 8
+    for r in range(rounds):
+        errors = []
+
+        def run(t):
+            try:
+                for i in range(per):
+                    c = m.RawClient(b.tcp_port, version=5)
+                    c.connect(f"mass-{r}-{t}-{i}", will={"topic": f"mass/{r}/{t}/{i}", "payload": b"x", "qos": 1})
+                    c.close()
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        ths = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        assert not errors, errors
+        want = {f"mass/{r}/{t}/{i}" for t in range(threads) for i in range(per)}
+        got = set()
+        deadline = time.monotonic() + 4
+        while got != want and time.monotonic() < deadline:
+            try:
+                got.add(w.recv_publish(timeout=max(0.0, deadline - time.monotonic())).topic)
+            except m.NoPacket:
+                break
+        missing = sorted(want - got)
+        if missing:
+            _, out = b.ctl("clients", "list")
+            stuck = [ln.split("\t")[0] for ln in out.splitlines()
+                     if ln.startswith("mass-") and "\tconnected\t" in ln]
+            pytest.fail(f"round {r}: {len(missing)} wills not published within 4 s, e.g. {missing[:5]}; "
+                        f"sessions still shown connected: {stuck[:10]}")
