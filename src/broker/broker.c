@@ -474,14 +474,12 @@ static void free_all(struct broker *b)
 	free(b->listeners);
 	for (int i = 0; i < b->nworkers; i++) {
 		struct worker *w = &b->workers[i];
-		/* Sessions stay in the store; free their memory only. */
-		size_t n = w->sessions_by_cid.count, k = 0;
-		struct session **all = xmalloc((n ? n : 1) * sizeof *all);
-		hmap_for_each(&w->sessions_by_cid, it) all[k++] = container_of(it, struct session, by_cid);
-		for (size_t j = 0; j < k; j++)
-			session_free(all[j]);
-		free(all);
-		hmap_destroy(&w->sessions_by_cid);
+		/* Sessions stay in the store; free their memory only (removing a session from the
+		 * emptied map is a no-op). */
+		for (struct hmap_node *n = hmap_steal(&w->sessions_by_cid), *next; n; n = next) {
+			next = n->next;
+			session_free(container_of(n, struct session, by_cid));
+		}
 		hmap_destroy(&w->sessions_by_id);
 		for (int d = 0; d < b->nworkers; d++) {
 			for (size_t x = 0; x < w->outboxes[d].n; x++)

@@ -130,14 +130,10 @@ void client_free_aliases(struct client *c)
 {
 	struct hmap *maps[2] = { &c->alias_in, &c->alias_out };
 	for (int i = 0; i < 2; i++) {
-		struct hmap *m = maps[i];
-		size_t n = m->count, k = 0;
-		struct hmap_node **all = xmalloc((n ? n : 1) * sizeof *all);
-		hmap_for_each(m, it) all[k++] = it;
-		for (size_t j = 0; j < k; j++)
-			free(all[j]); /* hn is the first member of both alias structs */
-		free(all);
-		hmap_destroy(m);
+		for (struct hmap_node *n = hmap_steal(maps[i]), *next; n; n = next) {
+			next = n->next;
+			free(n); /* hn is the first member of both alias structs */
+		}
 	}
 	c->alias_bytes = 0;
 }

@@ -56,14 +56,10 @@ static uint64_t sess_hash(uint64_t id)
 static void node_free(void *v)
 {
 	struct route_node *rn = v;
-	/* Collect the entries first: the walk must not see freed nodes. */
-	size_t n = rn->subs.count, k = 0;
-	struct sub_ent **all = xmalloc((n ? n : 1) * sizeof *all);
-	hmap_for_each(&rn->subs, it) all[k++] = container_of(it, struct sub_ent, hn);
-	for (size_t i = 0; i < k; i++)
-		free(all[i]);
-	free(all);
-	hmap_destroy(&rn->subs);
+	for (struct hmap_node *n = hmap_steal(&rn->subs), *next; n; n = next) {
+		next = n->next;
+		free(container_of(n, struct sub_ent, hn));
+	}
 	for (size_t i = 0; i < rn->ngroups; i++) {
 		free(rn->groups[i].name);
 		free(rn->groups[i].m);

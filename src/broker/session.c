@@ -655,13 +655,10 @@ static void free_state(struct session *s)
 
 void session_free(struct session *s)
 {
-	size_t n = s->subs.count, k = 0;
-	struct sess_sub **all = xmalloc((n ? n : 1) * sizeof *all);
-	hmap_for_each(&s->subs, it) all[k++] = container_of(it, struct sess_sub, hn);
-	for (size_t i = 0; i < k; i++)
-		free(all[i]);
-	free(all);
-	hmap_destroy(&s->subs);
+	for (struct hmap_node *n = hmap_steal(&s->subs), *next; n; n = next) {
+		next = n->next;
+		free(container_of(n, struct sess_sub, hn));
+	}
 	free_state(s);
 	free(s);
 }
@@ -672,16 +669,12 @@ void session_destroy(struct session *s)
 	if (s->will)
 		publish_will(s); /* the session ends before the will delay did */
 	timer_cancel(&s->expiry_timer);
-	/* Unroute every subscription (collect first: the walk must not see freed entries). */
-	size_t n = s->subs.count, k = 0;
-	struct sess_sub **all = xmalloc((n ? n : 1) * sizeof *all);
-	hmap_for_each(&s->subs, it) all[k++] = container_of(it, struct sess_sub, hn);
-	for (size_t i = 0; i < k; i++) {
-		sub_unroute(s, all[i]);
-		free(all[i]);
+	for (struct hmap_node *n = hmap_steal(&s->subs), *next; n; n = next) {
+		next = n->next;
+		struct sess_sub *e = container_of(n, struct sess_sub, hn);
+		sub_unroute(s, e);
+		free(e);
 	}
-	free(all);
-	hmap_destroy(&s->subs);
 	if (s->stored)
 		store_session_del(w->b->store, s->client_id);
 	free_state(s);

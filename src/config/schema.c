@@ -183,6 +183,17 @@ static bool get_enum(struct ld *ld, const struct hocon_member *m, const char *co
 	return fail(ld, m, "expected one of %s, got %s", allowed, s ? s : hocon_type_str(m->value->type));
 }
 
+/* Store v into an unsigned field of 1, 2, 4 or 8 bytes (k = 0..3). */
+static void store_uint(void *p, int k, uint64_t v)
+{
+	switch (k) {
+	case 0: *(uint8_t *)p = (uint8_t)v; break;
+	case 1: *(uint16_t *)p = (uint16_t)v; break;
+	case 2: *(uint32_t *)p = (uint32_t)v; break;
+	default: *(uint64_t *)p = v; break;
+	}
+}
+
 static bool load_field(struct ld *ld, const struct field *f, const struct hocon_member *m, void *target)
 {
 	char *base = target;
@@ -193,25 +204,16 @@ static bool load_field(struct ld *ld, const struct field *f, const struct hocon_
 	case F_BOOL:
 		return get_bool(ld, m, p);
 	case F_U8:
-		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT8_MAX, &v))
-			return false;
-		*(uint8_t *)p = (uint8_t)v;
-		return true;
 	case F_U16:
-		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT16_MAX, &v))
-			return false;
-		*(uint16_t *)p = (uint16_t)v;
-		return true;
 	case F_U32:
-		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT32_MAX, &v))
+	case F_U64: {
+		static const uint64_t widest[] = { UINT8_MAX, UINT16_MAX, UINT32_MAX, INT64_MAX };
+		int k = f->type - F_U8;
+		if (!get_uint(ld, m, f->min, f->max ? f->max : (int64_t)widest[k], &v))
 			return false;
-		*(uint32_t *)p = (uint32_t)v;
+		store_uint(p, k, v);
 		return true;
-	case F_U64:
-		if (!get_uint(ld, m, f->min, f->max ? f->max : INT64_MAX, &v))
-			return false;
-		*(uint64_t *)p = v;
-		return true;
+	}
 	case F_U32_INF:
 		if (is_infinity(n)) {
 			*(uint32_t *)p = 0;

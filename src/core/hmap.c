@@ -62,3 +62,19 @@ void hmap_remove(struct hmap *m, struct hmap_node *n)
 		}
 	}
 }
+
+struct hmap_node *hmap_steal(struct hmap *m)
+{
+	struct hmap_node *all = NULL;
+	for (size_t i = 0; m->buckets && i <= m->mask; i++) {
+		struct hmap_node *it = m->buckets[i];
+		while (it) {
+			struct hmap_node *next = it->next;
+			it->next = all;
+			all = it;
+			it = next;
+		}
+	}
+	hmap_destroy(m);
+	return all;
+}

@@ -28,6 +28,10 @@ static inline struct hmap_node *hmap_bucket(const struct hmap *m, uint64_t hash)
 	return m->buckets ? m->buckets[hash & m->mask] : NULL;
 }
 
+/* Empty the map and return all its nodes chained through ->next (so the caller can free
+ * them while walking); the bucket array is freed. */
+struct hmap_node *hmap_steal(struct hmap *m);
+
 /* Iterate nodes whose hash equals h. */
 #define hmap_for_hash(m, h, it) \
 	for (struct hmap_node *it = hmap_bucket((m), (h)); it; it = it->next) if (it->hash == (h))
