@@ -20,7 +20,7 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -Isrc -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
-LDLIBS  := -lssl -lcrypto -lsqlite3
+LDLIBS  := -lcurl -lssl -lcrypto -lsqlite3
 
 SRCS    := $(shell find src -name '*.c' | sort)
 OBJS    := $(SRCS:%.c=$(BUILD)/obj/%.o)

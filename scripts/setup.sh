@@ -5,9 +5,9 @@ set -euo pipefail
 
 PKGS=(
 	build-essential make pkg-config openssl ca-certificates
-	libssl-dev libsqlite3-dev
+	libssl-dev libsqlite3-dev libcurl4-openssl-dev
 	clang libclang-rt-14-dev
-	mosquitto mosquitto-clients
+	mosquitto mosquitto-clients haproxy
 	python3 python3-paho-mqtt python3-pytest python3-pytest-xdist python3-pytest-timeout python3-cryptography
 )
 

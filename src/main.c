@@ -36,7 +36,8 @@ static int check_config(const struct config *cfg)
 		if (!l->enable || l->type != CFG_LISTENER_SSL || l->ssl.dev_cert)
 			continue;
 		char err[512];
-		if (!tls_check_config(&l->ssl, err, sizeof err)) {
+		struct tls_deps deps = { .data_dir = cfg->data_dir, .psk = &cfg->psk };
+		if (!tls_check_config(l, &deps, err, sizeof err)) {
 			fprintf(stderr, "bulwark: %s:%d: listeners.ssl.%s.ssl_options: %s\n",
 				l->ssl.file ? l->ssl.file : cfg->source, l->ssl.line, l->name, err);
 			return 1;

@@ -32,7 +32,9 @@
 #include "net/fwatch.h"
 #include "net/listener.h"
 #include "store/store.h"
+#include "net/http.h"
 #include "tls/devcert.h"
+#include "tls/revoke.h"
 #include "tls/tls.h"
 
 #include "version.h"
@@ -308,13 +310,14 @@ static void list_on_worker(void *arg)
 	hmap_for_each(&w->sessions_by_cid, it) {
 		struct session *s = container_of(it, struct session, by_cid);
 		struct client *c = s->client;
-		char id[256];
+		char id[2048], user[2048];
 		client_safe(s->client_id, s->cid_len, id, sizeof id);
 		if (c)
 			buf_printf(&local, "%s\tconnected\t%s\t%s\tmqtt%s\t%s\tsubscriptions=%zu\tinflight=%u\tqueued=%u\n", id,
 				   c->conn.peer_str, c->conn.listener->id,
 				   c->version == MQTT_V5 ? "5.0" : c->version == MQTT_V311 ? "3.1.1" : "3.1",
-				   c->username ? c->username : "-", session_sub_count(s), s->n_inflight, s->q_len);
+				   c->username ? client_safe(c->username, c->username_len, user, sizeof user) : "-",
+				   session_sub_count(s), s->n_inflight, s->q_len);
 		else
 			buf_printf(&local, "%s\tdisconnected\t-\t-\t-\t-\tsubscriptions=%zu\tinflight=%u\tqueued=%u\n", id,
 				   session_sub_count(s), s->n_inflight, s->q_len);
@@ -359,12 +362,21 @@ static void run_on_workers(struct main_ctx *mc, struct gather *g, void (*fn)(voi
 static bool reload_tls(struct broker *b, struct buf *report)
 {
 	bool ok = true;
+	if (b->revoke) {
+		char *rep = NULL;
+		if (!revoke_reload_files(b->revoke, &rep))
+			ok = false;
+		if (rep) {
+			buf_append_str(report, rep);
+			free(rep);
+		}
+	}
 	for (size_t i = 0; i < b->nlisteners; i++) {
 		struct listener *li = &b->listeners[i];
 		if (!li->tls)
 			continue;
 		char err[512];
-		if (tls_server_reload(li->tls, &li->cfg->ssl, err, sizeof err)) {
+		if (tls_server_reload(li->tls, err, sizeof err)) {
 			log_info("listener %s: certificates reloaded", li->id);
 			buf_printf(report, "listener %s: certificates reloaded\n", li->id);
 		} else {
@@ -387,6 +399,15 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 			buf_printf(&rep, "nothing to reload\n");
 		ctl_reply(req, ok, (const char *)rep.data, rep.len);
 		buf_free(&rep);
+		return;
+	}
+	if (strcmp(argv[0], "certs") == 0) {
+		struct buf out = { 0 };
+		bool ok = tls_bundles_ctl(b->cfg->data_dir, b->cfg, argc, argv, &out);
+		if (ok && argc >= 2 && strcmp(argv[1], "list") != 0)
+			ok = reload_tls(b, &out); /* new handshakes use the changed bundle at once */
+		ctl_reply(req, ok, (const char *)out.data ? (const char *)out.data : "", out.len);
+		buf_free(&out);
 		return;
 	}
 	if (strcmp(argv[0], "status") == 0 && argc == 1) {
@@ -412,7 +433,48 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 			return;
 		}
 	}
-	ctl_replyf(req, false, "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID)\n", argv[0]);
+	ctl_replyf(req, false, "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, certs ...)\n",
+		   argv[0]);
+}
+
+/* Runs on each worker when revocation data changed: close live connections whose
+ * certificate is now revoked. */
+static void recheck_revocation(void *arg)
+{
+	struct worker *w = arg;
+	struct revoke *rv = w->b->revoke;
+	/* Decide first, disconnect after the walk: a disconnect may end (free) a session. */
+	size_t n = 0, cap = 0;
+	struct client **doomed = NULL;
+	hmap_for_each(&w->sessions_by_cid, it) {
+		struct session *s = container_of(it, struct session, by_cid);
+		struct client *c = s->client;
+		if (!c || !c->cert || !c->cert->nrefs || conn_closing(&c->conn))
+			continue;
+		char why[256];
+		if (!revoke_is_revoked(rv, c->conn.listener->cfg, c->cert->refs, c->cert->nrefs, why, sizeof why))
+			continue;
+		char id[128];
+		log_warn("client %s (%s): certificate revoked (%s), disconnecting",
+			 client_safe(s->client_id, s->cid_len, id, sizeof id), c->cert->dn, why);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			doomed = xrealloc(doomed, cap * sizeof *doomed);
+		}
+		doomed[n++] = c;
+	}
+	for (size_t i = 0; i < n; i++)
+		client_disconnect(doomed[i], MQTT_RC_NOT_AUTHORIZED, "certificate revoked");
+	free(doomed);
+}
+
+static void on_revoke_change(void *arg)
+{
+	struct broker *b = arg;
+	if (atomic_load(&b->stopping))
+		return;
+	for (int i = 0; i < b->nworkers; i++)
+		loop_post(b->workers[i].loop, recheck_revocation, &b->workers[i]);
 }
 
 static void on_files_changed(void *arg)
@@ -424,19 +486,23 @@ static void on_files_changed(void *arg)
 	buf_free(&rep);
 }
 
+static void watch_one(void *arg, const char *path)
+{
+	fwatch_add(arg, path);
+}
+
 static void watch_cert_files(struct main_ctx *mc)
 {
 	struct broker *b = mc->b;
 	for (size_t i = 0; i < b->nlisteners; i++) {
-		const struct cfg_ssl *ssl = &b->listeners[i].cfg->ssl;
 		if (!b->listeners[i].tls)
 			continue;
 		if (!mc->watch && !(mc->watch = fwatch_new(mc->loop, on_files_changed, mc)))
 			return;
-		fwatch_add(mc->watch, ssl->certfile);
-		fwatch_add(mc->watch, ssl->keyfile);
-		if (ssl->cacertfile)
-			fwatch_add(mc->watch, ssl->cacertfile);
+		tls_server_files(b->listeners[i].tls, watch_one, mc->watch);
+		const struct cfg_ssl *ssl = &b->listeners[i].cfg->ssl;
+		for (size_t k = 0; k < ssl->n_crlfiles; k++)
+			fwatch_add(mc->watch, ssl->crlfiles[k]);
 	}
 }
 
@@ -494,7 +560,7 @@ static void free_all(struct broker *b)
 	retain_free(b->retained);
 }
 
-static bool open_listeners(struct broker *b, char *err, size_t errlen)
+static bool open_listeners(struct broker *b, struct loop *main_loop, char *err, size_t errlen)
 {
 	struct config *cfg = b->cfg;
 	b->listeners = xcalloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof *b->listeners);
@@ -506,7 +572,9 @@ static bool open_listeners(struct broker *b, char *err, size_t errlen)
 		li->fd = -1;
 		if (lc->type == CFG_LISTENER_SSL) {
 			char terr[512];
-			li->tls = tls_server_new(&lc->ssl, lc->id, terr, sizeof terr);
+			struct tls_deps deps = { .revoke = b->revoke, .http = b->http, .main_loop = main_loop,
+						 .data_dir = cfg->data_dir, .psk = &cfg->psk };
+			li->tls = tls_server_new(lc, &deps, terr, sizeof terr);
 			if (!li->tls) {
 				snprintf(err, errlen, "%s:%d: listeners.ssl.%s: %s", lc->file ? lc->file : "(default)", lc->line,
 					 lc->name, terr);
@@ -520,6 +588,35 @@ static bool open_listeners(struct broker *b, char *err, size_t errlen)
 	return true;
 }
 
+static bool needs_revocation(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		const struct cfg_listener *l = &cfg->listeners[i];
+		if (l->enable && l->type == CFG_LISTENER_SSL &&
+		    (l->ssl.n_crlfiles || l->ssl.enable_crl_check || l->ssl.ocsp_client.enable))
+			return true;
+	}
+	return false;
+}
+
+/* The outbound HTTP client (CRL, OCSP, and later auth backends) and, when a listener
+ * checks revocation, the revocation service. */
+static bool start_revocation(struct broker *b, struct loop *main_loop, char *err, size_t errlen)
+{
+	b->http = http_client_new(0);
+	if (!needs_revocation(b->cfg))
+		return true;
+	if (!b->http) {
+		snprintf(err, errlen, "revocation checks need the HTTP client, which could not start");
+		return false;
+	}
+	b->revoke = revoke_new(b->cfg, b->http, main_loop, err, errlen);
+	if (!b->revoke)
+		return false;
+	revoke_on_change(b->revoke, on_revoke_change, b);
+	return true;
+}
+
 /* Certificates named in the config must load before anything is created on disk. */
 static bool check_tls_configs(const struct config *cfg, char *err, size_t errlen)
 {
@@ -528,7 +625,8 @@ static bool check_tls_configs(const struct config *cfg, char *err, size_t errlen
 		if (!lc->enable || lc->type != CFG_LISTENER_SSL || lc->ssl.dev_cert)
 			continue;
 		char terr[512];
-		if (!tls_check_config(&lc->ssl, terr, sizeof terr)) {
+		struct tls_deps deps = { .data_dir = cfg->data_dir, .psk = &cfg->psk };
+		if (!tls_check_config(lc, &deps, terr, sizeof terr)) {
 			snprintf(err, errlen, "%s:%d: listeners.ssl.%s.ssl_options: %s",
 				 lc->ssl.file ? lc->ssl.file : (lc->file ? lc->file : cfg->source),
 				 lc->ssl.file ? lc->ssl.line : lc->line, lc->name, terr);
@@ -615,7 +713,12 @@ int broker_main(struct config *cfg, const char *config_path)
 		free(loops);
 		goto out_free;
 	}
-	if (!open_listeners(b, err, sizeof err)) {
+	if (!start_revocation(b, mc.loop, err, sizeof err)) {
+		log_error("%s", err);
+		free(loops);
+		goto out_free;
+	}
+	if (!open_listeners(b, mc.loop, err, sizeof err)) {
 		log_error("%s", err);
 		free(loops);
 		goto out_free;
@@ -659,6 +762,8 @@ int broker_main(struct config *cfg, const char *config_path)
 	log_info("bulwark stopped");
 out_free:
 	free_all(b);
+	revoke_free(b->revoke);
+	http_client_free(b->http);
 	if (b->store)
 		store_close(b->store);
 out_unlock:

@@ -33,6 +33,8 @@ struct retain_store;
 struct store;
 struct msg;
 struct session;
+struct revoke;
+struct http_client;
 
 /* A delivery travelling to another worker. */
 struct xdlv {
@@ -73,6 +75,8 @@ struct broker {
 	struct route_table *routes;
 	struct retain_store *retained;
 	struct store *store;           /* NULL: no persistence */
+	struct revoke *revoke;         /* NULL when no listener checks revocation */
+	struct http_client *http;      /* outbound HTTP (CRL/OCSP fetches) */
 	struct listener *listeners;
 	size_t nlisteners;
 	atomic_uint_fast64_t next_session_id;

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "mqtt/mqtt.h"
 #include "net/listener.h"
+#include "tls/revoke.h"
 #include "tls/tls.h"
 
 /* Before CONNECT succeeds a client may not make us buffer much: a CONNECT larger than
@@ -29,7 +30,7 @@ const char *client_safe(const char *s, size_t len, char *buf, size_t buflen)
 	size_t o = 0;
 	for (size_t i = 0; i < len && o + 5 < buflen; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (ch < 0x20 || ch == 0x7f || ch == '\\') {
+		if (ch < 0x20 || ch == 0x7f) {
 			o += (size_t)snprintf(buf + o, buflen - o, "\\x%02x", ch);
 		} else {
 			buf[o++] = (char)ch;
@@ -56,6 +57,18 @@ static void on_timer(struct timer *t)
 {
 	struct client *c = container_of(t, struct client, timer);
 	char name[128];
+	if (!(c->conn.flags & CONN_OPEN)) {
+		if (c->conn.listener->tls) {
+			log_info("connection from %s on %s: TLS handshake not finished within handshake_timeout, closing",
+				 c->conn.peer_str, c->conn.listener->id);
+			conn_close(&c->conn, "TLS handshake timeout");
+		} else {
+			log_info("connection from %s on %s: not ready within idle_timeout (PROXY header?), closing",
+				 c->conn.peer_str, c->conn.listener->id);
+			conn_close(&c->conn, "idle timeout before CONNECT");
+		}
+		return;
+	}
 	if (c->state != CL_CONNECTED) {
 		log_info("client %s: no CONNECT within idle_timeout, closing", c->conn.peer_str);
 		conn_close(&c->conn, "idle timeout before CONNECT");
@@ -143,6 +156,11 @@ void client_free_aliases(struct client *c)
 static void on_open(struct conn *conn)
 {
 	struct client *c = client_of(conn);
+	/* The handshake is done: what is left of idle_timeout now bounds the wait for CONNECT. */
+	if (c->state == CL_NEW) {
+		uint64_t idle = mq(c)->idle_timeout_ms, spent = loop_now(conn->loop) - c->last_rx_ms;
+		timer_arm(conn->loop, &c->timer, idle > spent ? idle - spent : 1);
+	}
 	if (log_enabled(LOG_DEBUG)) {
 		char d[96];
 		tls_conn_describe(conn, d, sizeof d);
@@ -267,6 +285,8 @@ static void on_close(struct conn *conn, const char *reason)
 	timer_cancel(&c->timer);
 	if (c->sess) {
 		client_detach(c, reason);
+	} else if (c->quiet_close) {
+		/* already logged (a refused CONNECT) */
 	} else if (c->state == CL_NEW) {
 		/* A port probe (connect, close) is not news; a failed TLS handshake or garbage is. */
 		if (conn->err[0] || conn->bytes_in)
@@ -280,6 +300,16 @@ static void on_close(struct conn *conn, const char *reason)
 	client_connect_req_free(c);
 	listener_conn_closed(conn->listener);
 	client_free_aliases(c);
+	if (c->cert) {
+		if (c->cert->ocsp_retained)
+			revoke_ocsp_release(c->w->b->revoke, &c->cert->refs[0]);
+		free(c->cert->cn);
+		free(c->cert->dn);
+		free(c->cert->issuer_dn);
+		free(c->cert->refs);
+		free(c->cert);
+		c->cert = NULL;
+	}
 }
 
 static void client_free(struct conn *conn)
@@ -327,7 +357,9 @@ void client_accept(struct listener *li, struct loop *l, int fd, const struct soc
 	timer_init(&c->timer, on_timer);
 	conn_init(&c->conn, l, fd, tp, state, &client_handler, li, peer, peerlen);
 	c->last_rx_ms = loop_now(l);
-	timer_arm(l, &c->timer, mq(c)->idle_timeout_ms);
+	/* TLS: the handshake has its own deadline; idle_timeout then runs until CONNECT. */
+	uint64_t first = li->tls ? li->cfg->ssl.handshake_timeout_ms : mq(c)->idle_timeout_ms;
+	timer_arm(l, &c->timer, first);
 }
 
 bool client_congested(const struct client *c)

@@ -18,9 +18,23 @@
 
 struct worker;
 struct session;
+struct cert_ref;
 struct listener;
 struct msg;
 struct dlv;
+
+/* What the client's certificate (or a trusted PROXY header) says about it, kept for the
+ * connection's life: placeholders (${cert_common_name}, ${cert_subject}), takeover identity
+ * checks and live revocation rechecks. */
+struct client_cert {
+	char *cn;                /* NULL when the certificate has no CN */
+	char *dn;
+	char *issuer_dn;         /* NULL for a PROXY-reported identity */
+	bool via_proxy;
+	bool ocsp_retained;      /* revoke_ocsp_retain was called */
+	uint8_t nrefs;
+	struct cert_ref *refs;   /* verified chain, leaf first, for revoke_is_revoked */
+};
 
 enum client_state {
 	CL_NEW,
@@ -37,7 +51,7 @@ struct client {
 	bool normal_disconnect;      /* DISCONNECT received: no will (unless 0x04) */
 	bool will_on_disconnect;     /* DISCONNECT 0x04 */
 	bool problem_info;           /* v5 Request Problem Information */
-	bool logged_connect;
+	bool quiet_close;            /* the close was already logged (refused CONNECT) */
 	uint16_t keepalive;          /* effective, seconds (0 = none) */
 	uint16_t recv_max;           /* client's Receive Maximum */
 	uint16_t alias_max_out;      /* client's Topic Alias Maximum */
@@ -45,7 +59,9 @@ struct client {
 	uint32_t max_packet_out;     /* client's Maximum Packet Size, 0 = unlimited */
 	uint32_t session_expiry_at_connect;
 	char *client_id;             /* owned copy (also in the session) */
-	char *username;              /* NULL when none */
+	char *username;              /* NULL when none (may hold binary bytes when mapped from crt) */
+	size_t username_len;
+	struct client_cert *cert;    /* NULL without a verified certificate identity */
 	char *mountpoint;            /* resolved, NULL when none */
 	size_t mp_len;
 	struct timer timer;          /* idle timeout before CONNECT, then keepalive */

@@ -21,6 +21,10 @@
 #include "core/log.h"
 #include "mqtt/mqtt.h"
 #include "net/listener.h"
+#include "net/proxy.h"
+#include "tls/identity.h"
+#include "tls/revoke.h"
+#include "tls/tls.h"
 
 /* What CONNECT asked for, kept while the connection moves to its session's worker. */
 struct connect_req {
@@ -29,6 +33,7 @@ struct connect_req {
 	uint32_t session_expiry;
 	struct msg *will;
 	uint32_t will_delay;
+	struct revoke_wait *revoke_wait; /* revocation check before CONNACK, while running */
 };
 
 static const struct cfg_mqtt *mq(const struct client *c)
@@ -40,6 +45,8 @@ void client_connect_req_free(struct client *c)
 {
 	if (!c->pending)
 		return;
+	if (c->pending->revoke_wait)
+		revoke_cancel(c->pending->revoke_wait);
 	msg_unref(c->pending->will);
 	free(c->pending);
 	c->pending = NULL;
@@ -52,6 +59,7 @@ static void refuse(struct client *c, uint8_t rc5, const char *why)
 	const char *id = c->client_id ? client_safe(c->client_id, strlen(c->client_id), name, sizeof name)
 				      : c->conn.peer_str;
 	log_info("client %s from %s refused: %s (%s)", id, c->conn.peer_str, why, mqtt_rc_str(rc5));
+	c->quiet_close = true;
 	struct buf b = { 0 };
 	if (c->version == MQTT_V5) {
 		struct mqtt_props props = { 0 };
@@ -146,15 +154,25 @@ static uint8_t make_will(struct client *c, const struct mqtt_connect *cp, struct
 	return 0;
 }
 
-/* Decide the client ID; returns 0 or a v5 reason code. */
-static uint8_t pick_client_id(struct client *c, const struct mqtt_connect *cp, struct connect_req *req)
+/* Decide the client ID: the certificate's when peer_cert_as_clientid maps one, else
+ * CONNECT's (assigned when empty, as each version allows); use_username_as_clientid then
+ * overrides either (EMQX's precedence). Returns 0 or a v5 reason code. */
+static uint8_t pick_client_id(struct client *c, const struct mqtt_connect *cp, struct connect_req *req, char *mapped)
 {
-	size_t len = cp->client_id.len;
-	if (mq(c)->use_username_as_clientid && cp->has_username && cp->username.len) {
-		c->client_id = xstrndup((const char *)cp->username.p, cp->username.len);
+	size_t len;
+	free(c->client_id);
+	c->client_id = NULL;
+	if (mq(c)->use_username_as_clientid && c->username && c->username_len) {
+		free(mapped);
+		c->client_id = xstrndup(c->username, c->username_len);
 		req->assigned_id = cp->client_id.len == 0; /* MQTT-3.1.3-7: tell the client its ID */
-		len = cp->username.len;
-	} else if (len == 0) {
+		len = c->username_len;
+	} else if (mapped) {
+		c->client_id = mapped;
+		len = strlen(mapped);
+		req->assigned_id = cp->client_id.len == 0 || cp->client_id.len != len ||
+				   memcmp(cp->client_id.p, mapped, len) != 0;
+	} else if (cp->client_id.len == 0) {
 		if (c->version == MQTT_V31)
 			return MQTT_RC_CLIENT_ID_NOT_VALID; /* 3.1 requires 1..23 bytes */
 		if (c->version == MQTT_V311 && !cp->clean_start)
@@ -162,13 +180,72 @@ static uint8_t pick_client_id(struct client *c, const struct mqtt_connect *cp, s
 		c->client_id = assign_client_id(&len);
 		req->assigned_id = true;
 	} else {
+		len = cp->client_id.len;
 		c->client_id = xstrndup((const char *)cp->client_id.p, len);
 		if (memchr(c->client_id, '\0', len))
 			return MQTT_RC_CLIENT_ID_NOT_VALID;
 	}
-	if (len > mq(c)->max_clientid_len)
+	if (len == 0 || strlen(c->client_id) != len || len > mq(c)->max_clientid_len)
 		return MQTT_RC_CLIENT_ID_NOT_VALID;
 	return 0;
+}
+
+/* The client's certificate identity: from a verified TLS client certificate, or from a
+ * trusted PROXY v2 header that reports a verified certificate (CN only; DN = CN). Returns
+ * false (refuse) when a certificate field holds control characters. */
+static bool load_cert_identity(struct client *c, X509 **leaf_out, char *why, size_t whylen)
+{
+	*leaf_out = NULL;
+	X509 *leaf = tls_conn_peer_cert(&c->conn);
+	if (leaf) {
+		if (!identity_fields_clean(leaf, why, whylen)) {
+			X509_free(leaf);
+			return false;
+		}
+		struct client_cert *cc = xcalloc(1, sizeof *cc);
+		cc->cn = identity_cn(X509_get_subject_name(leaf));
+		cc->dn = identity_dn(X509_get_subject_name(leaf));
+		cc->issuer_dn = identity_dn(X509_get_issuer_name(leaf));
+		STACK_OF(X509) *chain = tls_conn_verified_chain(&c->conn);
+		if (chain && c->w->b->revoke) {
+			struct cert_ref refs[8];
+			size_t n = revoke_refs_from_chain(chain, refs, 8);
+			cc->refs = xmemdup(refs, n * sizeof refs[0]);
+			cc->nrefs = (uint8_t)n;
+		}
+		c->cert = cc;
+		*leaf_out = leaf;
+		return true;
+	}
+	/* Behind a TLS-terminating proxy (a trusted PROXY v2 header reporting a verified client
+	 * certificate): its CN is the identity; the DN is the CN, as the header carries no DN. */
+	const char *pcn = conn_proxy_cn(&c->conn);
+	if (pcn) {
+		if (identity_has_control(pcn, strlen(pcn))) {
+			snprintf(why, whylen, "certificate CN from the PROXY header contains control characters");
+			return false;
+		}
+		struct client_cert *cc = xcalloc(1, sizeof *cc);
+		cc->cn = xstrdup(pcn);
+		cc->dn = xstrdup(pcn);
+		cc->via_proxy = true;
+		c->cert = cc;
+	}
+	return true;
+}
+
+/* The value a peer_cert_as_* setting maps to, or NULL when undefined. */
+static char *mapped_value(const struct client *c, X509 *leaf, enum cfg_peer_cert_as how, size_t *len)
+{
+	if (how == CFG_PEER_CERT_DISABLED)
+		return NULL;
+	if (leaf)
+		return identity_map(leaf, how, len);
+	if (c->cert && c->cert->via_proxy && (how == CFG_PEER_CERT_CN || how == CFG_PEER_CERT_DN)) {
+		*len = strlen(c->cert->cn);
+		return xstrdup(c->cert->cn);
+	}
+	return NULL;
 }
 
 static void send_connack(struct client *c, bool present, bool assigned)
@@ -244,6 +321,21 @@ static void take_over(struct session *s, struct client *newc, bool clean_start)
 	}
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* mqtt.takeover_requires_same_identity: the certificate identity (issuer DN + subject DN)
+ * of a connection taking over a live session must be the owner's. */
+static bool same_identity(const struct client *a, const struct client *b)
+{
+	const struct client_cert *x = a->cert, *y = b->cert;
+	if (!x || !y)
+		return !x && !y;
+	return same_str(x->issuer_dn, y->issuer_dn) && same_str(x->dn, y->dn);
+}
+
 static void complete_connect(struct client *c)
 {
 	struct connect_req *req = c->pending;
@@ -255,6 +347,10 @@ static void complete_connect(struct client *c)
 		 * may end the session, so look it up again. */
 		conn_read_now(&s->client->conn);
 		s = session_get(w, c->client_id, cid_len);
+	}
+	if (s && s->client && mq(c)->takeover_requires_same_identity && !same_identity(s->client, c)) {
+		refuse(c, MQTT_RC_NOT_AUTHORIZED, "client ID in use by a connection with another certificate identity");
+		return;
 	}
 	if (s && s->client)
 		take_over(s, c, req->clean_start);
@@ -286,6 +382,10 @@ static void complete_connect(struct client *c)
 		 c->keepalive, present);
 	client_connect_req_free(c);
 	client_arm_keepalive(c);
+	if (c->cert && c->cert->nrefs && c->conn.listener->cfg->ssl.ocsp_client.enable && c->w->b->revoke) {
+		revoke_ocsp_retain(c->w->b->revoke, &c->cert->refs[0]);
+		c->cert->ocsp_retained = true;
+	}
 	if (present)
 		session_resend(s);
 	conn_resume_read(&c->conn);
@@ -301,6 +401,53 @@ static void after_migrate(struct conn *conn, void *arg)
 		return;
 	}
 	complete_connect(c);
+}
+
+/* Hand the connection to the worker owning its client ID (or stay), then attach. */
+static void route_to_owner(struct client *c)
+{
+	struct worker *owner = broker_owner(c->w->b, c->client_id, strlen(c->client_id));
+	if (owner == c->w) {
+		complete_connect(c);
+		return;
+	}
+	timer_cancel(&c->timer);
+	conn_pause_read(&c->conn);
+	conn_migrate(&c->conn, owner->loop, after_migrate, NULL);
+}
+
+static void revocation_done(void *arg, enum revoke_verdict v, const char *why)
+{
+	struct client *c = arg;
+	c->pending->revoke_wait = NULL;
+	conn_resume_read(&c->conn);
+	if (v == REVOKE_GOOD) {
+		route_to_owner(c);
+		return;
+	}
+	char msg[300];
+	snprintf(msg, sizeof msg, "%s: %s", v == REVOKE_REVOKED ? "certificate revoked" : "revocation check failed",
+		 why && *why ? why : "no detail");
+	refuse(c, MQTT_RC_NOT_AUTHORIZED, msg);
+}
+
+/* Start the pre-CONNACK revocation check when the handshake left one pending (a CRL to
+ * fetch) or the listener checks client certificates with OCSP. Returns true when the
+ * connect now waits for revocation_done. */
+static bool start_revocation_check(struct client *c)
+{
+	struct revoke *rv = c->w->b->revoke;
+	const struct cfg_listener *lc = c->conn.listener->cfg;
+	if (!rv || !c->cert || c->cert->via_proxy)
+		return false;
+	if (!tls_conn_revocation_pending(&c->conn) && !lc->ssl.ocsp_client.enable)
+		return false;
+	STACK_OF(X509) *chain = tls_conn_verified_chain(&c->conn);
+	if (!chain)
+		return false;
+	conn_pause_read(&c->conn);
+	c->pending->revoke_wait = revoke_check_async(rv, lc, chain, c->conn.loop, revocation_done, c);
+	return true;
 }
 
 void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
@@ -326,9 +473,44 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 	struct connect_req *req = xcalloc(1, sizeof *req);
 	c->pending = req;
 	req->clean_start = cp.clean_start;
-	if (cp.has_username)
+	if (cp.client_id.len) /* for log lines until the final client ID is decided */
+		c->client_id = xstrndup((const char *)cp.client_id.p, cp.client_id.len);
+	const struct cfg_listener *lc = c->conn.listener->cfg;
+	const struct cfg_mqtt *m = mq(c);
+
+	/* Certificate identity first: it may decide username and client ID. */
+	X509 *leaf = NULL;
+	char why[256];
+	if (!load_cert_identity(c, &leaf, why, sizeof why)) {
+		refuse(c, MQTT_RC_NOT_AUTHORIZED, why);
+		return;
+	}
+	size_t ulen = 0, clen = 0;
+	char *user = mapped_value(c, leaf, m->peer_cert_as_username, &ulen);
+	char *cid = mapped_value(c, leaf, m->peer_cert_as_clientid, &clen);
+	X509_free(leaf);
+	bool mapping = m->peer_cert_as_username != CFG_PEER_CERT_DISABLED ||
+		       m->peer_cert_as_clientid != CFG_PEER_CERT_DISABLED;
+	if (mapping && lc->enable_authn == CFG_AUTHN_FALSE &&
+	    ((m->peer_cert_as_username != CFG_PEER_CERT_DISABLED && !user) ||
+	     (m->peer_cert_as_clientid != CFG_PEER_CERT_DISABLED && !cid))) {
+		/* Certificate-only listener: a client without the mapped field may not choose its own
+		 * identity. */
+		free(user);
+		free(cid);
+		refuse(c, MQTT_RC_NOT_AUTHORIZED,
+		       c->cert ? "the client certificate lacks the field mapped to the identity"
+			       : "a client certificate is required on this listener");
+		return;
+	}
+	if (user) {
+		c->username = user;
+		c->username_len = ulen;
+	} else if (cp.has_username) {
 		c->username = xstrndup((const char *)cp.username.p, cp.username.len);
-	rc = pick_client_id(c, &cp, req);
+		c->username_len = cp.username.len;
+	}
+	rc = pick_client_id(c, &cp, req, cid);
 	if (rc) {
 		refuse(c, rc, "client identifier not valid");
 		return;
@@ -337,8 +519,7 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 		refuse(c, MQTT_RC_BAD_AUTH_METHOD, "enhanced authentication is not enabled");
 		return;
 	}
-	const struct cfg_listener *lc = c->conn.listener->cfg;
-	if (lc->enable_authn == CFG_AUTHN_QUICK_DENY_ANONYMOUS && (!c->username || !*c->username)) {
+	if (lc->enable_authn == CFG_AUTHN_QUICK_DENY_ANONYMOUS && !c->username_len) {
 		refuse(c, MQTT_RC_NOT_AUTHORIZED, "anonymous clients are denied on this listener");
 		return;
 	}
@@ -361,19 +542,14 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 		if (p->present & MQTT_P_MAXIMUM_PACKET_SIZE)
 			c->max_packet_out = p->maximum_packet_size;
 		c->problem_info = !(p->present & MQTT_P_REQUEST_PROBLEM_INFO) || p->request_problem_info;
-		if (mq(c)->server_keepalive_s)
-			c->keepalive = (uint16_t)mq(c)->server_keepalive_s;
+		if (m->server_keepalive_s)
+			c->keepalive = (uint16_t)m->server_keepalive_s;
 	}
-	/* Move to the worker that owns this client ID; the session is attached there. */
 	c->state = CL_CONNECTING;
-	struct worker *owner = broker_owner(c->w->b, c->client_id, strlen(c->client_id));
-	if (owner == c->w) {
-		complete_connect(c);
+	/* Checks that need the network answer before CONNACK; reading waits meanwhile. */
+	if (start_revocation_check(c))
 		return;
-	}
-	timer_cancel(&c->timer);
-	conn_pause_read(&c->conn);
-	conn_migrate(&c->conn, owner->loop, after_migrate, NULL);
+	route_to_owner(c);
 }
 
 void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *body, size_t len)

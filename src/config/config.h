@@ -19,11 +19,63 @@ enum cfg_enable_authn { CFG_AUTHN_TRUE, CFG_AUTHN_FALSE, CFG_AUTHN_QUICK_DENY_AN
 
 enum cfg_fsync { CFG_FSYNC_ALWAYS, CFG_FSYNC_BATCH, CFG_FSYNC_NEVER };
 
+/* mqtt.peer_cert_as_username / peer_cert_as_clientid */
+enum cfg_peer_cert_as { CFG_PEER_CERT_DISABLED, CFG_PEER_CERT_CN, CFG_PEER_CERT_DN, CFG_PEER_CERT_CRT, CFG_PEER_CERT_PEM,
+			CFG_PEER_CERT_MD5 };
+
 /* One `access_rules` entry: "allow 10.0.0.0/8", "deny all". */
 struct cfg_access_rule {
 	bool allow;
 	bool all;
 	struct cfg_cidr cidr;
+};
+
+/* TLS protocol versions (ssl_options.versions). */
+enum {
+	CFG_TLS_V1 = 1u << 0,
+	CFG_TLS_V1_1 = 1u << 1,
+	CFG_TLS_V1_2 = 1u << 2,
+	CFG_TLS_V1_3 = 1u << 3,
+};
+
+enum cfg_session_tickets { CFG_TICKETS_DISABLED, CFG_TICKETS_STATELESS, CFG_TICKETS_STATELESS_WITH_CERT };
+
+/* ssl_options.partial_chain, EMQX's meaning: which certificates of cacertfile may be trust
+ * anchors besides self-signed roots. */
+enum cfg_partial_chain {
+	CFG_PARTIAL_CHAIN_OFF,      /* false / unset: a full chain to a root is required */
+	CFG_PARTIAL_CHAIN_LAST,     /* true / cacert_from_cacertfile: the last certificate of cacertfile */
+	CFG_PARTIAL_CHAIN_LAST_TWO, /* two_cacerts_from_cacertfile: either of the last two */
+};
+
+/* verify_peer_ext_key_usage: every listed usage must be in the leaf's extendedKeyUsage. */
+enum {
+	CFG_EKU_CLIENT_AUTH = 1u << 0,
+	CFG_EKU_SERVER_AUTH = 1u << 1,
+	CFG_EKU_CODE_SIGNING = 1u << 2,
+	CFG_EKU_EMAIL_PROTECTION = 1u << 3,
+	CFG_EKU_TIME_STAMPING = 1u << 4,
+	CFG_EKU_OCSP_SIGNING = 1u << 5,
+};
+
+struct cfg_ocsp {
+	bool enable_ocsp_stapling;
+	char *responder_url;
+	char *issuer_pem;
+	uint64_t refresh_interval_ms;      /* default 5m, minimum 1m */
+	uint64_t refresh_http_timeout_ms;  /* default 15s */
+};
+
+struct cfg_ocsp_client {
+	bool enable;                       /* check client certificates against their AIA responder */
+	bool fail_closed;                  /* fail_mode = closed */
+	uint64_t timeout_ms;               /* how long CONNACK waits for an answer, default 5s */
+};
+
+struct cfg_managed_cert {
+	char *bundle_name;
+	char *sni;                         /* NULL: default only */
+	char *ns;                          /* namespace, default "global" */
 };
 
 struct cfg_ssl {
@@ -34,6 +86,26 @@ struct cfg_ssl {
 	bool verify_peer;      /* verify = verify_peer */
 	bool fail_if_no_peer_cert;
 	uint32_t depth;        /* max intermediates, default 10 */
+	uint32_t versions;     /* CFG_TLS_* bits, default TLS 1.2 + 1.3 */
+	char *ciphers;         /* TLS <= 1.2 cipher list (OpenSSL syntax, ':'-joined), NULL = default */
+	char *ciphersuites;    /* TLS 1.3 suites (':'-joined), NULL = default */
+	bool honor_cipher_order;          /* default true */
+	bool reuse_sessions;              /* default true: stateful session resumption */
+	enum cfg_session_tickets session_tickets; /* default disabled */
+	uint64_t handshake_timeout_ms;    /* default 15s */
+	enum cfg_partial_chain partial_chain;
+	uint32_t ext_key_usage;           /* CFG_EKU_* bits required, 0 = not checked */
+	char **ext_key_usage_oids;        /* "OID:1.2.3" entries, dotted form */
+	size_t n_ext_key_usage_oids;
+	bool enable_crl_check;            /* fetch CRLs from the client certificate's distribution points */
+	char **crlfiles;                  /* crlfile: PEM or DER files, one or more */
+	size_t n_crlfiles;
+	bool crl_check_chain;             /* false: leaf only */
+	char *dhfile;
+	struct cfg_ocsp ocsp;
+	struct cfg_ocsp_client ocsp_client;
+	struct cfg_managed_cert *managed_certs;
+	size_t n_managed_certs;
 	bool dev_cert;         /* no certfile given: use the generated development certificate */
 	const char *file;      /* position of the ssl_options block, for messages */
 	int line;
@@ -52,6 +124,10 @@ struct cfg_listener {
 	struct cfg_access_rule *access_rules;
 	size_t n_access_rules;
 	char *mountpoint;      /* "" or a prefix, may hold ${clientid} / ${username} */
+	bool proxy_protocol;   /* PROXY v1/v2 header expected before MQTT/TLS */
+	uint64_t proxy_protocol_timeout_ms;
+	struct cfg_cidr *proxy_trusted;   /* proxy_protocol_trusted, default 127.0.0.1/32 */
+	size_t n_proxy_trusted;
 	struct cfg_ssl ssl;    /* CFG_LISTENER_SSL only */
 	const char *file;
 	int line;
@@ -82,6 +158,22 @@ struct cfg_mqtt {
 	uint32_t max_subscriptions;   /* 0 = infinity */
 	uint32_t message_expiry_interval_s; /* 0 = infinity */
 	bool strict_mode;
+	enum cfg_peer_cert_as peer_cert_as_username;
+	enum cfg_peer_cert_as peer_cert_as_clientid;
+	bool takeover_requires_same_identity; /* ★ */
+};
+
+struct cfg_crl_cache {
+	uint64_t refresh_interval_ms;  /* default 15m, minimum 1m */
+	uint64_t http_timeout_ms;      /* default 15s */
+	uint32_t capacity;             /* cached distribution-point URLs, default 100 */
+	bool fail_closed;              /* ★ fail_mode = closed: unreachable or expired CRLs refuse */
+};
+
+struct cfg_psk {
+	bool enable;
+	char *init_file;               /* lines identity<separator>secret */
+	char *separator;               /* default ":" */
 };
 
 struct cfg_string {
@@ -98,6 +190,8 @@ struct config {
 	struct cfg_listener *listeners;
 	size_t n_listeners;
 	enum cfg_fsync fsync;
+	struct cfg_crl_cache crl_cache;
+	struct cfg_psk psk;
 	/* File names referenced by positions above, owned by the config. */
 	struct cfg_string *strings;
 };

@@ -23,6 +23,7 @@
 #include "config/hocon.h"
 #include "config/values.h"
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/log.h"
 
 enum ftype {
@@ -164,6 +165,58 @@ static bool get_string(struct ld *ld, const struct hocon_member *m, char **out)
 	free(*out);
 	*out = xstrdup(s);
 	return true;
+}
+
+/* A list given as an array of strings or one comma-separated string ("a, b"). Items are
+ * trimmed; empty items skipped. Returns a NULL-terminated array (free with free_strv). */
+static char **get_list(struct ld *ld, const struct hocon_member *m, size_t *n_out)
+{
+	const struct hocon_node *n = m->value;
+	char **v = NULL;
+	size_t cnt = 0;
+	if (n->type == HOCON_ARRAY) {
+		v = xcalloc(n->n + 1, sizeof *v);
+		for (size_t i = 0; i < n->n; i++) {
+			const char *x = scalar(n->items[i]);
+			if (!x || n->items[i]->type == HOCON_BOOL) {
+				for (size_t k = 0; k < cnt; k++)
+					free(v[k]);
+				free(v);
+				fail(ld, m, "item %zu: expected a string, got %s", i + 1, hocon_type_str(n->items[i]->type));
+				return NULL;
+			}
+			if (*x)
+				v[cnt++] = xstrdup(x);
+		}
+	} else if (scalar(n) && n->type != HOCON_BOOL) {
+		char *copy = xstrdup(n->str);
+		size_t items = 1;
+		for (char *p = copy; *p; p++)
+			items += *p == ',';
+		v = xcalloc(items + 1, sizeof *v);
+		for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+			while (*tok == ' ' || *tok == '\t')
+				tok++;
+			size_t l = strlen(tok);
+			while (l && (tok[l - 1] == ' ' || tok[l - 1] == '\t'))
+				tok[--l] = '\0';
+			if (l)
+				v[cnt++] = xstrdup(tok);
+		}
+		free(copy);
+	} else {
+		fail(ld, m, "expected an array of strings or a comma-separated string, got %s", hocon_type_str(n->type));
+		return NULL;
+	}
+	*n_out = cnt;
+	return v;
+}
+
+static void free_strv(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
 }
 
 static bool get_enum(struct ld *ld, const struct hocon_member *m, const char *const *names, int *out)
@@ -322,13 +375,19 @@ static bool custom_server_keepalive(struct ld *ld, const struct hocon_member *m,
 	return true;
 }
 
-static bool custom_peer_cert(struct ld *ld, const struct hocon_member *m, void *target)
+static const char *const peer_cert_names[] = { "disabled", "cn", "dn", "crt", "pem", "md5", NULL };
+
+static bool custom_peer_cert_clientid(struct ld *ld, const struct hocon_member *m, void *target)
 {
-	(void)target;
-	const char *s = scalar(m->value);
-	if (s && strcmp(s, "disabled") == 0)
-		return true; /* the default: harmless to state */
-	return unsupported(ld, m);
+	struct cfg_mqtt *mq = target;
+	int v;
+	if (!get_enum(ld, m, peer_cert_names, &v))
+		return false;
+	if (v == CFG_PEER_CERT_CRT)
+		return fail(ld, m, "crt (raw DER bytes) cannot be a client ID; use md5 or pem, which identify the same "
+				   "certificate as text");
+	mq->peer_cert_as_clientid = (enum cfg_peer_cert_as)v;
+	return true;
 }
 
 static bool custom_client_attrs(struct ld *ld, const struct hocon_member *m, void *target)
@@ -365,10 +424,10 @@ static const struct field mqtt_fields[] = {
 	{ "message_expiry_interval", F_DURATION_S32_INF, MQ(message_expiry_interval_s), 0, 0, NULL, NULL },
 	{ "strict_mode", F_BOOL, MQ(strict_mode), 0, 0, NULL, NULL },
 	/* Certificate identity and client attributes: their own issues. */
-	{ "peer_cert_as_username", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert },
-	{ "peer_cert_as_clientid", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert },
+	{ "peer_cert_as_username", F_ENUM, MQ(peer_cert_as_username), 0, 0, peer_cert_names, NULL },
+	{ "peer_cert_as_clientid", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert_clientid },
 	{ "client_attrs_init", F_CUSTOM, 0, 0, 0, NULL, custom_client_attrs },
-	{ "takeover_requires_same_identity", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "takeover_requires_same_identity", F_BOOL, MQ(takeover_requires_same_identity), 0, 0, NULL, NULL },
 	{ "clientid_override", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	/* EMQX tuning Bulwark has no use for. */
 	{ "keepalive_check_interval", F_IGNORED, 0, 0, 0, NULL, NULL },
@@ -504,6 +563,273 @@ static bool custom_password(struct ld *ld, const struct hocon_member *m, void *t
 	return true;
 }
 
+static bool custom_versions(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	static const struct { const char *name; uint32_t bit; } known[] = {
+		{ "tlsv1.3", CFG_TLS_V1_3 }, { "tlsv1.2", CFG_TLS_V1_2 }, { "tlsv1.1", CFG_TLS_V1_1 }, { "tlsv1", CFG_TLS_V1 },
+	};
+	size_t n;
+	char **v = get_list(ld, m, &n);
+	if (!v)
+		return false;
+	uint32_t bits = 0;
+	bool ok = true;
+	for (size_t i = 0; i < n && ok; i++) {
+		size_t k;
+		for (k = 0; k < 4 && strcmp(v[i], known[k].name) != 0; k++)
+			;
+		if (k == 4)
+			ok = fail(ld, m, "unknown TLS version %s (tlsv1.3, tlsv1.2, tlsv1.1, tlsv1)", v[i]);
+		else
+			bits |= known[k].bit;
+	}
+	free_strv(v);
+	if (ok && !bits)
+		ok = fail(ld, m, "no TLS version listed");
+	ssl->versions = bits;
+	return ok;
+}
+
+static bool is_tls13_suite(const char *c)
+{
+	return strncmp(c, "TLS_AES_", 8) == 0 || strncmp(c, "TLS_CHACHA20_", 13) == 0;
+}
+
+/* ciphers: TLS 1.3 suites go to ciphersuites, everything else to ciphers (both ':'-joined;
+ * tls.c validates the names against OpenSSL, also accepting IANA names). */
+static bool custom_ciphers(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	size_t n;
+	char **v = get_list(ld, m, &n);
+	if (!v)
+		return false;
+	struct buf c12 = { 0 }, c13 = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		struct buf *b = is_tls13_suite(v[i]) ? &c13 : &c12;
+		if (b->len)
+			buf_append(b, ":", 1);
+		buf_append_str(b, v[i]);
+	}
+	free_strv(v);
+	free(ssl->ciphers);
+	free(ssl->ciphersuites);
+	buf_append(&c12, "", 1);
+	buf_append(&c13, "", 1);
+	ssl->ciphers = (char *)c12.data;
+	ssl->ciphersuites = (char *)c13.data;
+	if (c12.len == 1) {
+		free(c12.data);
+		ssl->ciphers = NULL;
+	}
+	if (c13.len == 1) {
+		free(c13.data);
+		ssl->ciphersuites = NULL;
+	}
+	return true;
+}
+
+static bool custom_session_tickets(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	static const char *const names[] = { "disabled", "stateless", "stateless_with_cert", NULL };
+	int v;
+	if (m->value->type == HOCON_BOOL) { /* tolerate true/false */
+		ssl->session_tickets = m->value->boolean ? CFG_TICKETS_STATELESS : CFG_TICKETS_DISABLED;
+		return true;
+	}
+	if (!get_enum(ld, m, names, &v))
+		return false;
+	ssl->session_tickets = (enum cfg_session_tickets)v;
+	return true;
+}
+
+static bool custom_partial_chain(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	const char *s = scalar(m->value);
+	if (s && (!strcmp(s, "true") || !strcmp(s, "cacert_from_cacertfile")))
+		ssl->partial_chain = CFG_PARTIAL_CHAIN_LAST;
+	else if (s && !strcmp(s, "two_cacerts_from_cacertfile"))
+		ssl->partial_chain = CFG_PARTIAL_CHAIN_LAST_TWO;
+	else if (s && !strcmp(s, "false"))
+		ssl->partial_chain = CFG_PARTIAL_CHAIN_OFF;
+	else
+		return fail(ld, m, "expected true, false, cacert_from_cacertfile or two_cacerts_from_cacertfile, got %s",
+			    s ? s : hocon_type_str(m->value->type));
+	return true;
+}
+
+static bool custom_eku(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	static const struct { const char *name; uint32_t bit; } known[] = {
+		{ "clientAuth", CFG_EKU_CLIENT_AUTH }, { "serverAuth", CFG_EKU_SERVER_AUTH },
+		{ "codeSigning", CFG_EKU_CODE_SIGNING }, { "emailProtection", CFG_EKU_EMAIL_PROTECTION },
+		{ "timeStamping", CFG_EKU_TIME_STAMPING }, { "ocspSigning", CFG_EKU_OCSP_SIGNING },
+	};
+	size_t n;
+	char **v = get_list(ld, m, &n);
+	if (!v)
+		return false;
+	bool ok = true;
+	for (size_t i = 0; i < n && ok; i++) {
+		if (strncmp(v[i], "OID:", 4) == 0) {
+			const char *oid = v[i] + 4;
+			bool good = *oid && strspn(oid, "0123456789.") == strlen(oid) && oid[0] != '.' && !strstr(oid, "..");
+			if (!good) {
+				ok = fail(ld, m, "bad OID %s (expected OID:1.2.3...)", v[i]);
+				break;
+			}
+			ssl->ext_key_usage_oids = xrealloc(ssl->ext_key_usage_oids,
+							   (ssl->n_ext_key_usage_oids + 1) * sizeof(char *));
+			ssl->ext_key_usage_oids[ssl->n_ext_key_usage_oids++] = xstrdup(oid);
+			continue;
+		}
+		size_t k;
+		for (k = 0; k < sizeof known / sizeof known[0] && strcmp(v[i], known[k].name) != 0; k++)
+			;
+		if (k == sizeof known / sizeof known[0])
+			ok = fail(ld, m, "unknown extended key usage %s (clientAuth, serverAuth, codeSigning, "
+				  "emailProtection, timeStamping, ocspSigning or OID:1.2.3)", v[i]);
+		else
+			ssl->ext_key_usage |= known[k].bit;
+	}
+	free_strv(v);
+	return ok;
+}
+
+static bool custom_crlfile(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	size_t n;
+	char **v;
+	if (m->value->type == HOCON_ARRAY) {
+		v = get_list(ld, m, &n);
+	} else {
+		const char *s = scalar(m->value);
+		if (!s || m->value->type == HOCON_BOOL)
+			return fail(ld, m, "expected a file path or an array of paths");
+		v = xcalloc(2, sizeof *v);
+		v[0] = xstrdup(s);
+		n = 1;
+	}
+	if (!v)
+		return false;
+	free_strv(ssl->crlfiles);
+	ssl->crlfiles = v;
+	ssl->n_crlfiles = n;
+	return true;
+}
+
+#define OC(f) offsetof(struct cfg_ocsp, f)
+static const struct field ocsp_fields[] = {
+	{ "enable_ocsp_stapling", F_BOOL, OC(enable_ocsp_stapling), 0, 0, NULL, NULL },
+	{ "responder_url", F_STRING, OC(responder_url), 0, 0, NULL, NULL },
+	{ "issuer_pem", F_STRING, OC(issuer_pem), 0, 0, NULL, NULL },
+	{ "refresh_interval", F_DURATION_MS, OC(refresh_interval_ms), 0, 0, NULL, NULL },
+	{ "refresh_http_timeout", F_DURATION_MS, OC(refresh_http_timeout_ms), 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_ocsp(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	if (!load_fields(ld, m, m->value, ocsp_fields, &ssl->ocsp))
+		return false;
+	if (ssl->ocsp.refresh_interval_ms < 60000) {
+		log_warn("%s:%d: %s.refresh_interval below the 1m minimum; using 1m", mfile(m), m->line, ld->path);
+		ssl->ocsp.refresh_interval_ms = 60000;
+	}
+	return true;
+}
+
+static bool custom_fail_mode(struct ld *ld, const struct hocon_member *m, bool *closed)
+{
+	static const char *const names[] = { "open", "closed", NULL };
+	int v;
+	if (!get_enum(ld, m, names, &v))
+		return false;
+	*closed = v == 1;
+	return true;
+}
+
+static bool custom_ocsp_client_fail_mode(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	return custom_fail_mode(ld, m, &((struct cfg_ocsp_client *)target)->fail_closed);
+}
+
+#define OCC(f) offsetof(struct cfg_ocsp_client, f)
+static const struct field ocsp_client_fields[] = {
+	{ "enable", F_BOOL, OCC(enable), 0, 0, NULL, NULL },
+	{ "fail_mode", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client_fail_mode },
+	{ "timeout", F_DURATION_MS, OCC(timeout_ms), 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_ocsp_client(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	return load_fields(ld, m, m->value, ocsp_client_fields, &ssl->ocsp_client);
+}
+
+#define MC(f) offsetof(struct cfg_managed_cert, f)
+static const struct field managed_cert_fields[] = {
+	{ "bundle_name", F_STRING, MC(bundle_name), 0, 0, NULL, NULL },
+	{ "sni", F_STRING, MC(sni), 0, 0, NULL, NULL },
+	{ "namespace", F_STRING, MC(ns), 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+/* A bundle or namespace name becomes a directory: letters, digits, '-', '_', '.', no "..". */
+static bool safe_name(const char *s)
+{
+	return s && *s && *s != '.' &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
+}
+
+static bool custom_managed_certs(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_ssl *ssl = target;
+	const struct hocon_node *n = m->value;
+	size_t cnt = n->type == HOCON_ARRAY ? n->n : 1;
+	if (n->type != HOCON_ARRAY && n->type != HOCON_OBJECT)
+		return fail(ld, m, "expected an array of { bundle_name, sni, namespace } objects");
+	ssl->managed_certs = xcalloc(cnt ? cnt : 1, sizeof *ssl->managed_certs);
+	ssl->n_managed_certs = cnt;
+	for (size_t i = 0; i < cnt; i++) {
+		const struct hocon_node *item = n->type == HOCON_ARRAY ? n->items[i] : n;
+		struct hocon_member im = { .key = m->key, .file = item->file, .line = item->line,
+					   .value = (struct hocon_node *)item };
+		struct cfg_managed_cert *mc = &ssl->managed_certs[i];
+		if (!load_fields(ld, &im, item, managed_cert_fields, mc))
+			return false;
+		if (!mc->bundle_name)
+			return fail(ld, &im, "entry %zu: bundle_name is required", i + 1);
+		if (!mc->ns)
+			mc->ns = xstrdup("global");
+		if (!safe_name(mc->bundle_name) || !safe_name(mc->ns))
+			return fail(ld, &im,
+				    "entry %zu: bundle_name and namespace may only use letters, digits, '-', '_' and '.', "
+				    "and may not start with '.'",
+				    i + 1);
+	}
+	return true;
+}
+
+static bool custom_renegotiation(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	(void)target;
+	bool b;
+	if (!get_bool(ld, m, &b))
+		return false;
+	if (b && !strcmp(m->key, "client_renegotiation"))
+		log_warn("%s:%d: %s = true: Bulwark never allows renegotiation (a denial-of-service vector); ignored",
+			 mfile(m), m->line, ld->path);
+	return true;
+}
+
 static const struct field ssl_fields[] = {
 	{ "cacertfile", F_STRING, SSL(cacertfile), 0, 0, NULL, NULL },
 	{ "certfile", F_STRING, SSL(certfile), 0, 0, NULL, NULL },
@@ -512,24 +838,23 @@ static const struct field ssl_fields[] = {
 	{ "verify", F_CUSTOM, 0, 0, 0, NULL, custom_verify },
 	{ "fail_if_no_peer_cert", F_BOOL, SSL(fail_if_no_peer_cert), 0, 0, NULL, NULL },
 	{ "depth", F_U32, SSL(depth), 0, 100, NULL, NULL },
-	/* The full TLS feature set is its own issue. */
-	{ "versions", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "ciphers", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "honor_cipher_order", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "reuse_sessions", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "session_tickets", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "handshake_timeout", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "partial_chain", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "verify_peer_ext_key_usage", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "enable_crl_check", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "crlfile", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "crl_check_chain", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "ocsp", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "ocsp_client", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "managed_certs", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "dhfile", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "secure_renegotiate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "client_renegotiation", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "versions", F_CUSTOM, 0, 0, 0, NULL, custom_versions },
+	{ "ciphers", F_CUSTOM, 0, 0, 0, NULL, custom_ciphers },
+	{ "honor_cipher_order", F_BOOL, SSL(honor_cipher_order), 0, 0, NULL, NULL },
+	{ "reuse_sessions", F_BOOL, SSL(reuse_sessions), 0, 0, NULL, NULL },
+	{ "session_tickets", F_CUSTOM, 0, 0, 0, NULL, custom_session_tickets },
+	{ "handshake_timeout", F_DURATION_MS, SSL(handshake_timeout_ms), 0, 0, NULL, NULL },
+	{ "partial_chain", F_CUSTOM, 0, 0, 0, NULL, custom_partial_chain },
+	{ "verify_peer_ext_key_usage", F_CUSTOM, 0, 0, 0, NULL, custom_eku },
+	{ "enable_crl_check", F_BOOL, SSL(enable_crl_check), 0, 0, NULL, NULL },
+	{ "crlfile", F_CUSTOM, 0, 0, 0, NULL, custom_crlfile },
+	{ "crl_check_chain", F_BOOL, SSL(crl_check_chain), 0, 0, NULL, NULL },
+	{ "ocsp", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp },
+	{ "ocsp_client", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client },
+	{ "managed_certs", F_CUSTOM, 0, 0, 0, NULL, custom_managed_certs },
+	{ "dhfile", F_STRING, SSL(dhfile), 0, 0, NULL, NULL },
+	{ "secure_renegotiate", F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
+	{ "client_renegotiation", F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
 	/* Erlang/OTP runtime tuning. */
 	{ "hibernate_after", F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "log_level", F_IGNORED, 0, 0, 0, NULL, NULL },
@@ -549,6 +874,24 @@ static bool custom_ssl_options(struct ld *ld, const struct hocon_member *m, void
 	return load_fields(ld, m, m->value, ssl_fields, &l->ssl);
 }
 
+static bool custom_proxy_trusted(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	size_t n;
+	char **v = get_list(ld, m, &n);
+	if (!v)
+		return false;
+	free(l->proxy_trusted);
+	l->proxy_trusted = xcalloc(n ? n : 1, sizeof *l->proxy_trusted);
+	l->n_proxy_trusted = n;
+	bool ok = true;
+	for (size_t i = 0; i < n && ok; i++)
+		if (!cfg_parse_cidr(v[i], &l->proxy_trusted[i]))
+			ok = fail(ld, m, "item %zu: expected an address or CIDR, got %s", i + 1, v[i]);
+	free_strv(v);
+	return ok;
+}
+
 static const struct field listener_fields[] = {
 	{ "bind", F_CUSTOM, 0, 0, 0, NULL, custom_bind },
 	{ "enable", F_BOOL, LI(enable), 0, 0, NULL, NULL },
@@ -558,9 +901,9 @@ static const struct field listener_fields[] = {
 	{ "access_rules", F_CUSTOM, 0, 0, 0, NULL, custom_access_rules },
 	{ "mountpoint", F_STRING, LI(mountpoint), 0, 0, NULL, NULL },
 	{ "ssl_options", F_CUSTOM, 0, 0, 0, NULL, custom_ssl_options },
-	{ "proxy_protocol", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "proxy_protocol_timeout", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "proxy_protocol_trusted", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "proxy_protocol", F_BOOL, LI(proxy_protocol), 0, 0, NULL, NULL },
+	{ "proxy_protocol_timeout", F_DURATION_MS, LI(proxy_protocol_timeout_ms), 0, 0, NULL, NULL },
+	{ "proxy_protocol_trusted", F_CUSTOM, 0, 0, 0, NULL, custom_proxy_trusted },
 	{ "authentication", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "max_conn_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "max_conn_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
@@ -613,7 +956,18 @@ static struct cfg_listener *add_listener(struct config *cfg, enum cfg_listener_t
 	l->enable = true;
 	l->enable_authn = CFG_AUTHN_TRUE;
 	l->mountpoint = xstrdup("");
+	l->proxy_protocol_timeout_ms = 3000;
+	l->proxy_trusted = xcalloc(1, sizeof *l->proxy_trusted);
+	cfg_parse_cidr("127.0.0.1/32", &l->proxy_trusted[0]);
+	l->n_proxy_trusted = 1;
 	l->ssl.depth = 10;
+	l->ssl.versions = CFG_TLS_V1_2 | CFG_TLS_V1_3;
+	l->ssl.honor_cipher_order = true;
+	l->ssl.reuse_sessions = true;
+	l->ssl.handshake_timeout_ms = 15000;
+	l->ssl.ocsp.refresh_interval_ms = 5 * 60 * 1000;
+	l->ssl.ocsp.refresh_http_timeout_ms = 15000;
+	l->ssl.ocsp_client.timeout_ms = 5000;
 	char b[64];
 	snprintf(b, sizeof b, "%s:%s", loopback ? "127.0.0.1" : "0.0.0.0", bind);
 	l->bind_str = xstrdup(b);
@@ -789,6 +1143,30 @@ static bool custom_fsync(struct ld *ld, const struct hocon_member *m, void *targ
 	return true;
 }
 
+static bool custom_crl_fail_mode(struct ld *ld, const struct hocon_member *m, void *target)
+{
+	return custom_fail_mode(ld, m, &((struct cfg_crl_cache *)target)->fail_closed);
+}
+
+#define CC(f) offsetof(struct cfg_crl_cache, f)
+static const struct field crl_cache_fields[] = {
+	{ "refresh_interval", F_DURATION_MS, CC(refresh_interval_ms), 0, 0, NULL, NULL },
+	{ "http_timeout", F_DURATION_MS, CC(http_timeout_ms), 0, 0, NULL, NULL },
+	{ "capacity", F_U32, CC(capacity), 1, 1000000, NULL, NULL },
+	{ "fail_mode", F_CUSTOM, 0, 0, 0, NULL, custom_crl_fail_mode },
+	{ "failure_threshold", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+#define PS(f) offsetof(struct cfg_psk, f)
+static const struct field psk_fields[] = {
+	{ "enable", F_BOOL, PS(enable), 0, 0, NULL, NULL },
+	{ "init_file", F_STRING, PS(init_file), 0, 0, NULL, NULL },
+	{ "separator", F_STRING, PS(separator), 0, 0, NULL, NULL },
+	{ "chunk_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
 static const struct field durable_fields[] = {
 	{ "fsync", F_CUSTOM, 0, 0, 0, NULL, custom_fsync },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
@@ -805,8 +1183,7 @@ static const char *const ignored_roots[] = {
 };
 
 static const char *const unsupported_roots[] = {
-	"authentication", "authentication_settings", "authorization", "banned", "flapping_detect", "crl_cache",
-	"psk_authentication", NULL,
+	"authentication", "authentication_settings", "authorization", "banned", "flapping_detect", NULL,
 };
 
 static bool in_list(const char *const *list, const char *key)
@@ -835,6 +1212,10 @@ static bool load_root(struct ld *ld, const struct hocon_node *root)
 			ok = load_fields(ld, m, m->value, log_fields, cfg);
 		else if (strcmp(m->key, "durable_storage") == 0)
 			ok = load_fields(ld, m, m->value, durable_fields, cfg);
+		else if (strcmp(m->key, "crl_cache") == 0)
+			ok = load_fields(ld, m, m->value, crl_cache_fields, &cfg->crl_cache);
+		else if (strcmp(m->key, "psk_authentication") == 0)
+			ok = load_fields(ld, m, m->value, psk_fields, &cfg->psk);
 		else if (in_list(ignored_roots, m->key)) {
 			warn_ignored(ld, m);
 			ok = true;
@@ -857,35 +1238,105 @@ static bool load_root(struct ld *ld, const struct hocon_node *root)
 	return true;
 }
 
+/* A one-line "file:line: listeners.ssl.NAME.ssl_options: msg" error. */
+static bool ssl_fail(struct ld *ld, const struct cfg_listener *l, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool ssl_fail(struct ld *ld, const struct cfg_listener *l, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	const struct cfg_ssl *ssl = &l->ssl;
+	snprintf(ld->err, ld->errlen, "%s:%d: listeners.ssl.%s.ssl_options: %s",
+		 ssl->file ? ssl->file : (l->file ? l->file : ld->cfg->source), ssl->file ? ssl->line : l->line, l->name, msg);
+	return false;
+}
+
+static void ssl_warn(struct ld *ld, const struct cfg_listener *l, const char *msg)
+{
+	const struct cfg_ssl *ssl = &l->ssl;
+	log_warn("%s:%d: listeners.ssl.%s.ssl_options: %s", ssl->file ? ssl->file : (l->file ? l->file : ld->cfg->source),
+		 ssl->file ? ssl->line : l->line, l->name, msg);
+}
+
+/* Settings that contradict each other refuse to start; settings without effect warn. */
+static bool validate_ssl(struct ld *ld, struct cfg_listener *l)
+{
+	struct cfg_ssl *ssl = &l->ssl;
+	if (ssl->n_managed_certs) {
+		if (ssl->certfile || ssl->keyfile)
+			ssl_warn(ld, l, "certfile and keyfile are ignored when managed_certs is set");
+		if (ssl->ocsp.enable_ocsp_stapling)
+			return ssl_fail(ld, l, "managed_certs cannot be combined with OCSP stapling (ocsp.enable_ocsp_stapling)");
+	} else if (!ssl->certfile && !ssl->keyfile) {
+		ssl->dev_cert = true;
+	} else if (!ssl->certfile || !ssl->keyfile) {
+		return ssl_fail(ld, l, "%s is set but %s is missing", ssl->certfile ? "certfile" : "keyfile",
+				ssl->certfile ? "keyfile" : "certfile");
+	}
+	if (ssl->verify_peer && !ssl->cacertfile && !ssl->dev_cert)
+		return ssl_fail(ld, l, "verify = verify_peer needs a cacertfile to verify client certificates against");
+	if (!ssl->verify_peer) {
+		if (ssl->enable_crl_check)
+			return ssl_fail(ld, l, "enable_crl_check needs verify = verify_peer (no client certificate is checked)");
+		if (ssl->n_crlfiles)
+			return ssl_fail(ld, l, "crlfile needs verify = verify_peer (no client certificate is checked)");
+		if (ssl->ocsp_client.enable)
+			return ssl_fail(ld, l, "ocsp_client needs verify = verify_peer (no client certificate is checked)");
+		if (ssl->fail_if_no_peer_cert)
+			ssl_warn(ld, l, "fail_if_no_peer_cert = true has no effect with verify = verify_none (clients are not "
+					"asked for a certificate)");
+		if (ssl->partial_chain != CFG_PARTIAL_CHAIN_OFF)
+			ssl_warn(ld, l, "partial_chain has no effect with verify = verify_none");
+		if (ssl->ext_key_usage || ssl->n_ext_key_usage_oids)
+			ssl_warn(ld, l, "verify_peer_ext_key_usage has no effect with verify = verify_none");
+	}
+	if (ssl->crl_check_chain && !ssl->enable_crl_check && !ssl->n_crlfiles)
+		ssl_warn(ld, l, "crl_check_chain has no effect without enable_crl_check or crlfile");
+	if (ssl->ocsp.enable_ocsp_stapling && (!ssl->ocsp.responder_url || !ssl->ocsp.issuer_pem))
+		return ssl_fail(ld, l, "ocsp.enable_ocsp_stapling needs ocsp.responder_url and ocsp.issuer_pem");
+	if (ssl->versions & (CFG_TLS_V1 | CFG_TLS_V1_1))
+		ssl_warn(ld, l, "versions lists tlsv1/tlsv1.1: OpenSSL's security level is lowered to 0 for this "
+				"listener so these old protocols can work");
+	if (ssl->session_tickets != CFG_TICKETS_DISABLED && !(ssl->versions & CFG_TLS_V1_3))
+		ssl_warn(ld, l, "session_tickets has no effect without tlsv1.3 in versions");
+	if (ssl->handshake_timeout_ms == 0)
+		return ssl_fail(ld, l, "handshake_timeout must be positive");
+	return true;
+}
+
 /* Checks that need the whole config. */
 static bool validate(struct ld *ld)
 {
 	struct config *cfg = ld->cfg;
+	bool psk_listener = false;
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		struct cfg_listener *l = &cfg->listeners[i];
 		if (!l->enable || l->type != CFG_LISTENER_SSL)
 			continue;
-		struct cfg_ssl *ssl = &l->ssl;
-		const char *file = ssl->file ? ssl->file : (l->file ? l->file : cfg->source);
-		int line = ssl->file ? ssl->line : l->line;
-		if (!ssl->certfile && !ssl->keyfile) {
-			ssl->dev_cert = true;
-		} else if (!ssl->certfile || !ssl->keyfile) {
-			snprintf(ld->err, ld->errlen, "%s:%d: listeners.ssl.%s.ssl_options: %s is set but %s is missing", file,
-				 line, l->name, ssl->certfile ? "certfile" : "keyfile", ssl->certfile ? "keyfile" : "certfile");
+		if (!validate_ssl(ld, l))
+			return false;
+		if (l->ssl.versions & (CFG_TLS_V1_2 | CFG_TLS_V1_1 | CFG_TLS_V1))
+			psk_listener = true;
+	}
+	if (cfg->psk.enable) {
+		if (!cfg->psk.init_file) {
+			snprintf(ld->err, ld->errlen, "%s: psk_authentication.enable needs psk_authentication.init_file",
+				 cfg->source);
 			return false;
 		}
-		if (ssl->verify_peer && !ssl->cacertfile && !ssl->dev_cert) {
-			snprintf(ld->err, ld->errlen,
-				 "%s:%d: listeners.ssl.%s.ssl_options: verify = verify_peer needs a cacertfile to verify "
-				 "client certificates against",
-				 file, line, l->name);
+		if (!cfg->psk.separator || !*cfg->psk.separator) {
+			snprintf(ld->err, ld->errlen, "%s: psk_authentication.separator must not be empty", cfg->source);
 			return false;
 		}
-		if (ssl->fail_if_no_peer_cert && !ssl->verify_peer)
-			log_warn("%s:%d: listeners.ssl.%s.ssl_options.fail_if_no_peer_cert = true has no effect with "
-				 "verify = verify_none (clients are not asked for a certificate)",
-				 file, line, l->name);
+		if (!psk_listener)
+			log_warn("%s: psk_authentication has no effect: PSK cipher suites need an ssl listener with tlsv1.2",
+				 cfg->source);
+	}
+	if (cfg->crl_cache.refresh_interval_ms < 60000) {
+		log_warn("%s: crl_cache.refresh_interval below the 1m minimum; using 1m", cfg->source);
+		cfg->crl_cache.refresh_interval_ms = 60000;
 	}
 	return true;
 }
@@ -920,6 +1371,10 @@ static void set_defaults(struct config *cfg)
 	m->await_rel_timeout_ms = 300000;
 	m->max_subscriptions = 0;
 	m->message_expiry_interval_s = 0;
+	cfg->crl_cache.refresh_interval_ms = 15 * 60 * 1000;
+	cfg->crl_cache.http_timeout_ms = 15000;
+	cfg->crl_cache.capacity = 100;
+	cfg->psk.separator = xstrdup(":");
 }
 
 static struct config *new_config(const char *source, bool loopback)
@@ -991,7 +1446,25 @@ void config_free(struct config *cfg)
 		free(l->ssl.certfile);
 		free(l->ssl.keyfile);
 		free(l->ssl.password);
+		free(l->ssl.ciphers);
+		free(l->ssl.ciphersuites);
+		free_strv(l->ssl.crlfiles);
+		for (size_t k = 0; k < l->ssl.n_ext_key_usage_oids; k++)
+			free(l->ssl.ext_key_usage_oids[k]);
+		free(l->ssl.ext_key_usage_oids);
+		free(l->ssl.dhfile);
+		free(l->ssl.ocsp.responder_url);
+		free(l->ssl.ocsp.issuer_pem);
+		for (size_t k = 0; k < l->ssl.n_managed_certs; k++) {
+			free(l->ssl.managed_certs[k].bundle_name);
+			free(l->ssl.managed_certs[k].sni);
+			free(l->ssl.managed_certs[k].ns);
+		}
+		free(l->ssl.managed_certs);
+		free(l->proxy_trusted);
 	}
+	free(cfg->psk.init_file);
+	free(cfg->psk.separator);
 	free(cfg->listeners);
 	while (cfg->strings) {
 		struct cfg_string *x = cfg->strings;

@@ -214,7 +214,13 @@ static void usage(void)
 		"  status                 broker status\n"
 		"  reload                 reload certificates (like SIGHUP)\n"
 		"  clients list           connected clients\n"
-		"  clients kick CLIENTID  disconnect a client (DISCONNECT 0x98)\n");
+		"  clients kick CLIENTID  disconnect a client (DISCONNECT 0x98)\n"
+		"  certs list [NAMESPACE]\n"
+		"  certs add [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"
+		"  certs replace [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"
+		"  certs delete [NAMESPACE/]NAME [--force]\n"
+		"                         managed certificate bundles for SNI (managed_certs); changes apply to new\n"
+		"                         handshakes at once\n");
 }
 
 int ctl_client_main(int argc, char **argv)
@@ -276,8 +282,17 @@ int ctl_client_main(int argc, char **argv)
 	}
 	config_free(cfg);
 	struct buf req = { 0 };
-	for (int i = optind; i < argc; i++)
-		buf_append(&req, argv[i], strlen(argv[i]) + 1);
+	for (int i = optind; i < argc; i++) {
+		const char *a = argv[i];
+		char *abs = NULL;
+		/* File arguments are read by the broker, whose working directory may differ. */
+		bool file_opt = i > optind && (!strcmp(argv[i - 1], "--chain") || !strcmp(argv[i - 1], "--key") ||
+					       !strcmp(argv[i - 1], "--ca") || !strcmp(argv[i - 1], "--key-password-file"));
+		if (file_opt && a[0] != '/' && (abs = realpath(a, NULL)) != NULL)
+			a = abs;
+		buf_append(&req, a, strlen(a) + 1);
+		free(abs);
+	}
 	struct timeval tv = { .tv_sec = CTL_TIMEOUT_MS / 1000 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);

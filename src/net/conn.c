@@ -9,14 +9,18 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "net/listener.h"
+#include "net/proxy.h"
 
 #define SCRATCH_SIZE (64u * 1024u)
 #define READ_BUDGET (256u * 1024u) /* bytes read per connection per wakeup before yielding */
 #define BLOCK_CACHE_MAX 64
 #define IOV_BATCH 64
 #define LINGER_MS 2000u
+#define PROXY_PEEK 256u /* bytes peeked for a PROXY header; longer v2 headers are read exactly */
 
 /* Per-thread state: every loop thread reads into one scratch buffer, recycles output
  * blocks through a small cache, and reaps closed connections at the end of an iteration. */
@@ -41,8 +45,18 @@ struct migration {
 	bool flush;
 };
 
+/* A connection waiting for its PROXY header (proxy_protocol listeners). */
+struct proxy_wait {
+	struct timer timer;     /* proxy_protocol_timeout */
+	struct conn *c;
+	bool trusted;           /* the TCP peer is in proxy_protocol_trusted */
+	uint8_t *buf;           /* a v2 header longer than PROXY_PEEK, read exactly into here */
+	size_t have, total;
+};
 
 static void reap(struct loop_task *t);
+static void proxy_start(struct conn *c);
+static void proxy_wait_free(struct conn *c);
 
 void conn_thread_init(void)
 {
@@ -161,9 +175,14 @@ void conn_init(struct conn *c, struct loop *l, int fd, const struct transport_op
 	c->migration = NULL;
 	c->err[0] = '\0';
 	c->bytes_in = c->bytes_out = 0;
+	c->pwait = NULL;
+	c->proxy = NULL;
 	timer_init(&c->linger_timer, NULL);
 	loop_add(l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
-	/* Start the handshake (TLS may need to wait for the ClientHello; TCP is done). */
+	if (li && li->cfg && li->cfg->proxy_protocol)
+		proxy_start(c);
+	/* Start the handshake (TLS may need to wait for the ClientHello; TCP is done); on a
+	 * proxy_protocol listener, read the PROXY header first. */
 	loop_defer(l, &c->read_task);
 }
 
@@ -181,6 +200,9 @@ static void reap(struct loop_task *t)
 		c->io.fd = -1;
 		free_output(c);
 		buf_free(&c->rbuf);
+		proxy_wait_free(c);
+		free(c->proxy);
+		c->proxy = NULL;
 		c->h->free(c);
 	}
 }
@@ -201,6 +223,8 @@ void conn_close(struct conn *c, const char *reason)
 	loop_defer_cancel(&c->flush_task);
 	loop_defer_cancel(&c->read_task);
 	timer_cancel(&c->linger_timer);
+	if (c->pwait)
+		timer_cancel(&c->pwait->timer);
 	list_push_back(&th.zombies, &c->zombie_link);
 	loop_defer(c->loop, &th.reaper);
 }
@@ -385,6 +409,242 @@ static void linger_read(struct conn *c)
 	}
 }
 
+/* ---- PROXY protocol phase ---- */
+
+const struct proxy_info *conn_proxy(const struct conn *c)
+{
+	return c->proxy;
+}
+
+const char *conn_proxy_cn(const struct conn *c)
+{
+	return c->proxy ? proxy_verified_cn(c->proxy) : NULL;
+}
+
+/* Client-influenced text (SNI, CN) made safe for a log line. */
+static const char *log_safe(const char *s, char *buf, size_t cap)
+{
+	size_t o = 0;
+	for (; *s && o + 5 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch < 0x20 || ch == 0x7f || ch == '\\')
+			o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
+		else
+			buf[o++] = (char)ch;
+	}
+	buf[o < cap ? o : cap - 1] = '\0';
+	return buf;
+}
+
+static void proxy_timeout(struct timer *t)
+{
+	struct proxy_wait *pw = container_of(t, struct proxy_wait, timer);
+	struct conn *c = pw->c;
+	unsigned long long ms = (unsigned long long)c->listener->cfg->proxy_protocol_timeout_ms;
+	if (pw->trusted)
+		log_warn("listener %s: no complete PROXY header from %s within proxy_protocol_timeout (%llu ms), closing",
+			 c->listener->id, c->peer_str, ms);
+	else
+		log_info("listener %s: nothing usable from %s within proxy_protocol_timeout (%llu ms), closing",
+			 c->listener->id, c->peer_str, ms);
+	conn_close(c, "PROXY header timeout");
+}
+
+static void proxy_start(struct conn *c)
+{
+	const struct cfg_listener *cfg = c->listener->cfg;
+	struct proxy_wait *pw = xcalloc(1, sizeof *pw);
+	pw->c = c;
+	pw->trusted = listener_proxy_trusted(cfg, (const struct sockaddr *)&c->peer);
+	timer_init(&pw->timer, proxy_timeout);
+	if (cfg->proxy_protocol_timeout_ms)
+		timer_arm(c->loop, &pw->timer, cfg->proxy_protocol_timeout_ms);
+	c->pwait = pw;
+}
+
+static void proxy_wait_free(struct conn *c)
+{
+	struct proxy_wait *pw = c->pwait;
+	if (!pw)
+		return;
+	timer_cancel(&pw->timer);
+	free(pw->buf);
+	free(pw);
+	c->pwait = NULL;
+}
+
+static void proxy_io_error(struct conn *c, int err)
+{
+	snprintf(c->err, sizeof c->err, "read: %s", strerror(err));
+	conn_close(c, c->err);
+}
+
+static void proxy_invalid(struct conn *c, const char *why)
+{
+	log_warn("listener %s: invalid PROXY header from %s: %s, closing", c->listener->id, c->peer_str, why);
+	conn_close(c, "invalid PROXY header");
+}
+
+/* Remove exactly n already-peeked bytes from the socket. */
+static bool proxy_consume(struct conn *c, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(c->io.fd, th.scratch, n - got);
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			proxy_io_error(c, errno);
+		else
+			conn_close(c, "PROXY header vanished from the socket");
+		return false;
+	}
+	return true;
+}
+
+/* A valid header from a trusted peer: adopt the client address, keep the information. */
+static bool proxy_accept(struct conn *c, const struct proxy_info *info, size_t used)
+{
+	const struct listener *li = c->listener;
+	char via[sizeof c->peer_str];
+	memcpy(via, c->peer_str, sizeof via);
+	struct proxy_info *keep = xmalloc(sizeof *keep);
+	*keep = *info;
+	keep->via = c->peer;
+	c->proxy = keep;
+	c->bytes_in += used;
+	if (!info->local) {
+		memset(&c->peer, 0, sizeof c->peer);
+		memcpy(&c->peer, &info->src, info->src_len);
+		conn_format_addr((const struct sockaddr *)&c->peer, c->peer_str, sizeof c->peer_str);
+		/* access_rules were checked against the proxy at accept; now against the client. */
+		if (!listener_access_allowed(li->cfg, (const struct sockaddr *)&c->peer)) {
+			log_info("listener %s: connection from %s (via proxy %s) refused by access_rules", li->id,
+				 c->peer_str, via);
+			atomic_fetch_add(&c->listener->refused, 1);
+			conn_close(c, "refused by access_rules");
+			return false;
+		}
+	}
+	if (log_enabled(LOG_DEBUG)) {
+		char sni[2 * PROXY_AUTHORITY_MAX], cn[2 * PROXY_CN_MAX];
+		log_debug("listener %s: PROXY v%u header from %s: %s%s%s%s%s%s%s", li->id, info->version, via,
+			  info->command_local ? "LOCAL (health check)" : info->local ? "no client address" : "client ",
+			  info->local ? "" : c->peer_str, info->has_authority ? ", sni " : "",
+			  info->has_authority ? log_safe(info->authority, sni, sizeof sni) : "",
+			  info->has_ssl ? (info->cert_verified ? ", verified certificate" :
+					   info->cert_presented ? ", UNVERIFIED certificate" : ", TLS") : "",
+			  info->has_cn ? " cn " : "", info->has_cn ? log_safe(info->cn, cn, sizeof cn) : "");
+	}
+	proxy_wait_free(c);
+	return true;
+}
+
+/* A v2 header too long to peek: read exactly its bytes into pw->buf. */
+static bool proxy_read_long(struct conn *c)
+{
+	struct proxy_wait *pw = c->pwait;
+	while (pw->have < pw->total) {
+		ssize_t r = read(c->io.fd, pw->buf + pw->have, pw->total - pw->have);
+		if (r > 0) {
+			pw->have += (size_t)r;
+			continue;
+		}
+		if (r == 0) {
+			log_warn("listener %s: %s closed the connection inside its PROXY header", c->listener->id,
+				 c->peer_str);
+			conn_close(c, "closed by peer inside the PROXY header");
+			return false;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return false;
+		proxy_io_error(c, errno);
+		return false;
+	}
+	struct proxy_info info;
+	size_t used = 0;
+	const char *why = NULL;
+	enum proxy_result r = proxy_parse(pw->buf, pw->total, &info, &used, &why);
+	if (r != PROXY_OK || used != pw->total) {
+		proxy_invalid(c, why ? why : "inconsistent length");
+		return false;
+	}
+	return proxy_accept(c, &info, used);
+}
+
+/* Advance the PROXY phase. True when it is over and the transport handshake may start;
+ * false while waiting for more bytes or when the connection was closed. */
+static bool proxy_step(struct conn *c)
+{
+	struct proxy_wait *pw = c->pwait;
+	const char *lid = c->listener->id;
+	if (pw->buf)
+		return proxy_read_long(c);
+	uint8_t peek[PROXY_PEEK];
+	ssize_t n;
+	do {
+		n = recv(c->io.fd, peek, sizeof peek, MSG_PEEK);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			proxy_io_error(c, errno);
+		return false;
+	}
+	if (n == 0) {
+		/* A load balancer's TCP health check: connect, close. Not news. */
+		log_debug("listener %s: %s closed the connection before any data", lid, c->peer_str);
+		conn_close(c, "closed by peer before the PROXY header");
+		return false;
+	}
+	size_t len = (size_t)n;
+	switch (proxy_detect(peek, len)) {
+	case PROXY_DETECT_MORE:
+		return false;
+	case PROXY_DETECT_NONE:
+		if (!pw->trusted) {
+			proxy_wait_free(c); /* a direct client */
+			return true;
+		}
+		log_warn("listener %s: connection from %s (a proxy_protocol_trusted address) did not start with a "
+			 "PROXY header, closing", lid, c->peer_str);
+		conn_close(c, "no PROXY header");
+		return false;
+	default:
+		break;
+	}
+	if (!pw->trusted) {
+		log_warn("listener %s: PROXY header from untrusted address %s refused", lid, c->peer_str);
+		conn_close(c, "PROXY header from an untrusted address");
+		return false;
+	}
+	struct proxy_info info;
+	size_t used = 0;
+	const char *why = NULL;
+	enum proxy_result r = proxy_parse(peek, len, &info, &used, &why);
+	if (r == PROXY_INVALID) {
+		proxy_invalid(c, why);
+		return false;
+	}
+	if (r == PROXY_NEED_MORE) {
+		if (used > sizeof peek) {
+			pw->total = used;
+			pw->buf = xmalloc(used);
+			pw->have = 0;
+			return proxy_read_long(c);
+		}
+		return false; /* edge-triggered: the next segment raises a new event */
+	}
+	if (!proxy_consume(c, used))
+		return false;
+	return proxy_accept(c, &info, used);
+}
+
 static bool do_handshake(struct conn *c)
 {
 	if (!c->tp->handshake) {
@@ -488,6 +748,8 @@ static void service(struct conn *c, uint32_t events)
 		return;
 	}
 	if (!(c->flags & CONN_OPEN)) {
+		if (c->pwait && !proxy_step(c))
+			return;
 		if (!do_handshake(c))
 			return;
 		events |= EPOLLIN;

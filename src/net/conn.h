@@ -11,6 +11,15 @@
  * packet produced during one wakeup leaves in one writev (TCP) or in as few TLS
  * records as possible (one per 16 KB block). An idle connection holds no output block.
  *
+ * PROXY protocol (listeners with proxy_protocol = true): before the transport handshake
+ * the connection reads a PROXY v1/v2 header with plain reads that never go past it
+ * (peek, then read exactly the header's bytes), bounded by proxy_protocol_timeout. Only
+ * TCP peers in proxy_protocol_trusted may send one, and from them it is required; an
+ * untrusted peer that sends one is refused, one that does not is a direct connection.
+ * After a trusted header the connection's peer is the header's source address (logs,
+ * access_rules, bans and peerhost see the real client) and conn_proxy() returns what the
+ * header said, for the whole life of the connection (it migrates with it).
+ *
  * Lifetime rule: a connection is never freed inside one of its own callbacks.
  * conn_close() marks it closing, stops all I/O and queues it; the free happens at the
  * end of the loop iteration, after the owner's on_close callback has run.
@@ -29,6 +38,8 @@
 #include "net/loop.h"
 
 struct conn;
+struct proxy_info;
+struct proxy_wait;
 
 /* What the layer above the transport (the MQTT client) implements. */
 struct conn_handler {
@@ -110,8 +121,10 @@ struct conn {
 	struct timer linger_timer;      /* bounds close-after-flush and lingering */
 	const char *close_reason;
 	struct migration *migration;    /* pending conn_migrate, until it departs */
-	char err[96];                   /* transport error text */
+	char err[384];                  /* transport error text (TLS verify failures name the certificate) */
 	uint64_t bytes_in, bytes_out;
+	struct proxy_wait *pwait;       /* while a PROXY header is awaited, else NULL */
+	struct proxy_info *proxy;       /* header from a trusted proxy, NULL when none; freed with c */
 };
 
 /* Output queue limits (bytes). Above high, owners should stop producing optional output
@@ -165,6 +178,15 @@ void conn_thread_cleanup(void);
 
 /* The plain TCP transport. */
 extern const struct transport_ops conn_tcp_transport;
+
+/* The PROXY header a trusted proxy sent before this connection's data (v1, v2, also a v2
+ * LOCAL health check: info->local / command_local), or NULL when there was none. Owned by
+ * the connection, valid until it is freed, on whichever loop it lives. */
+const struct proxy_info *conn_proxy(const struct conn *c);
+/* The client certificate identity a trusted proxy vouched for: the CN from the v2 SSL TLV
+ * when the proxy says the client presented a certificate and it verified (verify == 0);
+ * else NULL. The DN to use is the same string (EMQX: DN = CN, no SANs). Owned by c. */
+const char *conn_proxy_cn(const struct conn *c);
 
 /* Format a socket address as "1.2.3.4:5678" / "[::1]:5678". */
 void conn_format_addr(const struct sockaddr *sa, char *out, size_t outlen);

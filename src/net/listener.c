@@ -27,6 +27,15 @@ bool listener_access_allowed(const struct cfg_listener *cfg, const struct sockad
 	return true;
 }
 
+bool listener_proxy_trusted(const struct cfg_listener *cfg, const struct sockaddr *peer)
+{
+	for (size_t i = 0; i < cfg->n_proxy_trusted; i++) {
+		if (cfg_cidr_match(&cfg->proxy_trusted[i], peer))
+			return true;
+	}
+	return false;
+}
+
 bool listener_open(struct listener *li, const struct cfg_listener *cfg, listener_accept_fn on_accept, char *err,
 		   size_t errlen)
 {

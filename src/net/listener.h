@@ -56,5 +56,7 @@ static inline void listener_conn_closed(struct listener *li)
 }
 /* True when access_rules allow the peer address (first match wins; default allow). */
 bool listener_access_allowed(const struct cfg_listener *cfg, const struct sockaddr *peer);
+/* True when the TCP peer is in proxy_protocol_trusted (may send a PROXY header). */
+bool listener_proxy_trusted(const struct cfg_listener *cfg, const struct sockaddr *peer);
 
 #endif

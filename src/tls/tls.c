@@ -7,15 +7,23 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "config/config.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "net/listener.h"
+#include "tls/ocsp.h"
+#include "tls/tls_int.h"
 
 struct tls_server {
-	pthread_rwlock_t lock; /* guards ctx: read for SSL_new, write for the swap */
-	SSL_CTX *ctx;
+	pthread_rwlock_t lock; /* guards ctx/gen: read for SSL_new and tls_server_files, write for the swap */
+	SSL_CTX *ctx;          /* the current generation's default context (owns gen) */
+	struct tls_gen *gen;
+	const struct cfg_listener *l;
+	struct tls_deps deps;
+	struct ocsp_stapler *stapler; /* ocsp.enable_ocsp_stapling */
 	char *id;
 	unsigned generation;
 };
@@ -23,117 +31,60 @@ struct tls_server {
 void tls_global_init(void)
 {
 	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+	tls_ex_init();
 }
 
-/* Last OpenSSL error as text, prefixed by what we were doing. */
-static void ssl_err(char *err, size_t errlen, const char *what, const char *path)
+/* Stapling needs the issuer certificate to load; checked without starting any fetch. */
+static bool check_ocsp_files(const struct cfg_ssl *ssl, char *err, size_t errlen)
 {
-	unsigned long e = ERR_peek_last_error();
-	char reason[256] = "unknown error";
-	if (e)
-		ERR_error_string_n(e, reason, sizeof reason);
-	if (path)
-		snprintf(err, errlen, "%s %s: %s", what, path, reason);
-	else
-		snprintf(err, errlen, "%s: %s", what, reason);
-	ERR_clear_error();
-}
-
-static int password_cb(char *buf, int size, int rwflag, void *userdata)
-{
-	(void)rwflag;
-	const char *pw = userdata;
-	if (!pw)
-		return 0;
-	size_t n = strlen(pw);
-	if (n > (size_t)size)
-		n = (size_t)size;
-	memcpy(buf, pw, n);
-	return (int)n;
-}
-
-static SSL_CTX *build_ctx(const struct cfg_ssl *cfg, const char *id, char *err, size_t errlen)
-{
-	ERR_clear_error();
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (!ctx) {
-		ssl_err(err, errlen, "SSL_CTX_new", NULL);
-		return NULL;
+	if (!ssl->ocsp.enable_ocsp_stapling)
+		return true;
+	if (!ssl->ocsp.issuer_pem || !ssl->ocsp.responder_url) {
+		snprintf(err, errlen, "ocsp.enable_ocsp_stapling needs ocsp.responder_url and ocsp.issuer_pem");
+		return false;
 	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
-	/* Idle connections give their record buffers back (~33 KB each). */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* Each TLS 1.3 ticket costs ~240 us with mTLS; devices rarely resume. */
-	SSL_CTX_set_num_tickets(ctx, 0);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)id, (unsigned)strlen(id));
-
-	const char *files[3][2] = { { "certfile", cfg->certfile }, { "keyfile", cfg->keyfile },
-				     { "cacertfile", cfg->cacertfile } };
-	for (int i = 0; i < 3; i++) {
-		if (files[i][1] && *files[i][1] && access(files[i][1], R_OK) != 0) {
-			snprintf(err, errlen, "cannot read %s %s: %s", files[i][0], files[i][1], strerror(errno));
-			goto fail;
-		}
-	}
-	SSL_CTX_set_default_passwd_cb(ctx, password_cb);
-	SSL_CTX_set_default_passwd_cb_userdata(ctx, cfg->password);
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {
-		ssl_err(err, errlen, "cannot load certfile", cfg->certfile);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->keyfile, SSL_FILETYPE_PEM) != 1) {
-		ssl_err(err, errlen, "cannot load keyfile", cfg->keyfile);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "keyfile %s does not match certfile %s", cfg->keyfile, cfg->certfile);
+	BIO *b = BIO_new_file(ssl->ocsp.issuer_pem, "r");
+	if (!b) {
+		snprintf(err, errlen, "cannot read ocsp.issuer_pem %s: %s", ssl->ocsp.issuer_pem, strerror(errno));
 		ERR_clear_error();
-		goto fail;
+		return false;
 	}
-	/* The password is only needed while loading the key. */
-	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
-
-	if (cfg->cacertfile && *cfg->cacertfile) {
-		/* Loaded once into the in-memory store: no disk lookups during handshakes. */
-		if (SSL_CTX_load_verify_locations(ctx, cfg->cacertfile, NULL) != 1) {
-			ssl_err(err, errlen, "cannot load cacertfile", cfg->cacertfile);
-			goto fail;
-		}
-		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->cacertfile);
-		if (names)
-			SSL_CTX_set_client_CA_list(ctx, names);
-		ERR_clear_error();
-	} else if (cfg->verify_peer) {
-		snprintf(err, errlen, "verify = verify_peer needs a cacertfile to verify clients against");
-		goto fail;
+	X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+	BIO_free(b);
+	ERR_clear_error();
+	if (!x) {
+		snprintf(err, errlen, "ocsp.issuer_pem %s holds no PEM certificate", ssl->ocsp.issuer_pem);
+		return false;
 	}
-	int mode = SSL_VERIFY_NONE;
-	if (cfg->verify_peer) {
-		mode = SSL_VERIFY_PEER;
-		if (cfg->fail_if_no_peer_cert)
-			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-	}
-	SSL_CTX_set_verify(ctx, mode, NULL);
-	/* depth = intermediates allowed between the peer and the trust anchor (OpenSSL's meaning too). */
-	SSL_CTX_set_verify_depth(ctx, (int)cfg->depth);
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
+	X509_free(x);
+	return true;
 }
 
-struct tls_server *tls_server_new(const struct cfg_ssl *cfg, const char *listener_id, char *err, size_t errlen)
+struct tls_server *tls_server_new(const struct cfg_listener *l, const struct tls_deps *deps, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = build_ctx(cfg, listener_id, err, errlen);
-	if (!ctx)
+	tls_ex_init();
+	struct tls_gen *g = tls_gen_build(l, deps, 1, false, err, errlen);
+	if (!g)
 		return NULL;
 	struct tls_server *s = xcalloc(1, sizeof *s);
 	pthread_rwlock_init(&s->lock, NULL);
-	s->ctx = ctx;
-	s->id = xstrdup(listener_id);
+	s->ctx = g->ctxs[0];
+	s->gen = g;
+	s->l = l;
+	if (deps)
+		s->deps = *deps;
+	s->id = xstrdup(l->id);
 	s->generation = 1;
+	if (l->ssl.ocsp.enable_ocsp_stapling) {
+		char e2[400];
+		s->stapler = ocsp_stapler_new(&l->ssl, l->id, s->deps.http, s->deps.main_loop, e2, sizeof e2);
+		if (!s->stapler) {
+			snprintf(err, errlen, "ocsp stapling: %s", e2);
+			tls_server_free(s);
+			return NULL;
+		}
+		ocsp_stapler_attach(s->stapler, s->ctx);
+	}
 	return s;
 }
 
@@ -141,33 +92,82 @@ void tls_server_free(struct tls_server *s)
 {
 	if (!s)
 		return;
-	SSL_CTX_free(s->ctx);
+	SSL_CTX_free(s->ctx); /* frees the generation once no connection uses it */
+	if (s->stapler)
+		ocsp_stapler_free(s->stapler);
 	pthread_rwlock_destroy(&s->lock);
 	free(s->id);
 	free(s);
 }
 
-bool tls_server_reload(struct tls_server *s, const struct cfg_ssl *cfg, char *err, size_t errlen)
+bool tls_server_reload(struct tls_server *s, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = build_ctx(cfg, s->id, err, errlen);
-	if (!ctx)
+	struct tls_gen *g = tls_gen_build(s->l, &s->deps, s->generation + 1, false, err, errlen);
+	if (!g)
 		return false;
+	SSL_CTX *ctx = g->ctxs[0];
+	if (s->stapler) {
+		char e2[400];
+		if (!ocsp_stapler_reload(s->stapler, &s->l->ssl, e2, sizeof e2)) {
+			snprintf(err, errlen, "ocsp stapling: %s", e2);
+			SSL_CTX_free(ctx);
+			return false;
+		}
+		ocsp_stapler_attach(s->stapler, ctx);
+	}
 	pthread_rwlock_wrlock(&s->lock);
 	SSL_CTX *old = s->ctx;
 	s->ctx = ctx;
+	s->gen = g;
 	s->generation++;
 	pthread_rwlock_unlock(&s->lock);
-	SSL_CTX_free(old); /* live connections hold their own references */
+	SSL_CTX_free(old); /* live connections and handshakes hold their own references */
 	return true;
 }
 
-bool tls_check_config(const struct cfg_ssl *cfg, char *err, size_t errlen)
+uint64_t tls_server_handshake_timeout_ms(const struct tls_server *s)
 {
-	SSL_CTX *ctx = build_ctx(cfg, "check", err, errlen);
-	if (!ctx)
+	return s->l->ssl.handshake_timeout_ms;
+}
+
+void tls_server_files(struct tls_server *s, void (*fn)(void *arg, const char *path), void *arg)
+{
+	const struct cfg_ssl *ssl = &s->l->ssl;
+	const char *files[] = { ssl->cacertfile, ssl->dhfile, ssl->ocsp.enable_ocsp_stapling ? ssl->ocsp.issuer_pem : NULL };
+	if (!ssl->n_managed_certs) {
+		if (ssl->certfile && *ssl->certfile)
+			fn(arg, ssl->certfile);
+		if (ssl->keyfile && *ssl->keyfile)
+			fn(arg, ssl->keyfile);
+	}
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+		if (files[i] && *files[i])
+			fn(arg, files[i]);
+	pthread_rwlock_rdlock(&s->lock);
+	struct tls_gen *g = s->gen;
+	if (g->psk && s->deps.psk && s->deps.psk->init_file)
+		fn(arg, s->deps.psk->init_file);
+	for (size_t i = 0; i < g->nctx; i++) {
+		if (!g->bundle_dir[i])
+			continue;
+		static const char *const names[] = { "chain.pem", "key.pem", "key-password" };
+		for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+			char *p = xasprintf("%s/%s", g->bundle_dir[i], names[k]);
+			fn(arg, p);
+			free(p);
+		}
+	}
+	pthread_rwlock_unlock(&s->lock);
+}
+
+bool tls_check_config(const struct cfg_listener *l, const struct tls_deps *deps, char *err, size_t errlen)
+{
+	tls_ex_init();
+	struct tls_gen *g = tls_gen_build(l, deps, 0, true, err, errlen);
+	if (!g)
 		return false;
-	SSL_CTX_free(ctx);
-	return true;
+	SSL_CTX_free(g->ctxs[0]);
+	return check_ocsp_files(&l->ssl, err, errlen);
 }
 
 SSL *tls_server_new_ssl(struct tls_server *s, int fd)
@@ -186,6 +186,17 @@ SSL *tls_server_new_ssl(struct tls_server *s, int fd)
 }
 
 /* ---- transport ---- */
+
+/* The connection's error text for a refused handshake. When it does not fit c->err, the
+ * whole reason is logged here as well (the client layer logs c->err). */
+static void set_handshake_error(struct conn *c, const char *why)
+{
+	char full[640];
+	int n = snprintf(full, sizeof full, "tls handshake failed: %s", why);
+	snprintf(c->err, sizeof c->err, "%s", full);
+	if (n >= (int)sizeof c->err)
+		log_info("connection from %s on %s: %s", c->peer_str, c->listener ? c->listener->id : "?", full);
+}
 
 /* Translate an SSL_get_error result; fills the connection's error text on failure. */
 static enum tp_result map_error(struct conn *c, SSL *ssl, int ret, const char *op)
@@ -210,13 +221,22 @@ static enum tp_result map_error(struct conn *c, SSL *ssl, int ret, const char *o
 		/* fall through */
 	default: {
 		unsigned long ec = ERR_peek_last_error();
-		const char *reason = ec ? ERR_reason_error_string(ec) : NULL;
-		long vr = SSL_get_verify_result(ssl);
-		if (vr != X509_V_OK)
-			snprintf(c->err, sizeof c->err, "tls %s failed: certificate verify failed (%s)", op,
-				 X509_verify_cert_error_string(vr));
-		else
+		if (!strcmp(op, "handshake") && ERR_GET_REASON(ec) == SSL_R_UNEXPECTED_EOF_WHILE_READING &&
+		    BIO_number_read(SSL_get_rbio(ssl)) == 0) {
+			/* Closed before sending a single byte: a port probe, not a refused handshake (no error text, so
+			 * the client layer logs it at debug level only). */
+			c->err[0] = '\0';
+			ERR_clear_error();
+			return TP_ERROR;
+		}
+		if (!strcmp(op, "handshake")) {
+			char why[512];
+			tls_describe_failure(ssl, ec, why, sizeof why);
+			set_handshake_error(c, why);
+		} else {
+			const char *reason = ec ? ERR_reason_error_string(ec) : NULL;
 			snprintf(c->err, sizeof c->err, "tls %s failed: %s", op, reason ? reason : "protocol error");
+		}
 		ERR_clear_error();
 		return TP_ERROR;
 	}
@@ -229,8 +249,16 @@ static enum tp_result tls_handshake(struct conn *c)
 	ERR_clear_error();
 	errno = 0;
 	int r = SSL_do_handshake(ssl);
-	if (r == 1)
+	if (r == 1) {
+		/* A resumed session skipped certificate verification: check it again (revocation). */
+		if (!tls_verify_resumed(ssl)) {
+			char why[512];
+			tls_describe_failure(ssl, 0, why, sizeof why);
+			set_handshake_error(c, why);
+			return TP_ERROR;
+		}
 		return TP_OK;
+	}
 	enum tp_result res = map_error(c, ssl, r, "handshake");
 	return res == TP_EOF ? TP_ERROR : res;
 }
@@ -288,6 +316,10 @@ static void tls_destroy(struct conn *c)
 	SSL *ssl = c->tp_state;
 	if (!ssl)
 		return;
+	/* OpenSSL drops a session from the cache when its SSL is freed without a close_notify
+	 * exchange; connections rarely end that way, and RFC 5246 no longer asks for it. */
+	if (SSL_is_init_finished(ssl))
+		SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_set_quiet_shutdown(ssl, 1);
 	SSL_free(ssl);
 	c->tp_state = NULL;
@@ -307,6 +339,41 @@ X509 *tls_conn_peer_cert(const struct conn *c)
 	if (c->tp != &tls_transport || !c->tp_state)
 		return NULL;
 	return SSL_get1_peer_certificate(c->tp_state);
+}
+
+STACK_OF(X509) *tls_conn_verified_chain(const struct conn *c)
+{
+	if (c->tp != &tls_transport || !c->tp_state)
+		return NULL;
+	STACK_OF(X509) *chain = SSL_get0_verified_chain(c->tp_state);
+	if (chain && sk_X509_num(chain) > 0)
+		return chain;
+	struct tls_conn_info *ci = tls_conn_info_of(c->tp_state, false);
+	return ci && ci->chain && sk_X509_num(ci->chain) > 0 ? ci->chain : NULL;
+}
+
+bool tls_conn_revocation_pending(const struct conn *c)
+{
+	if (c->tp != &tls_transport || !c->tp_state)
+		return false;
+	struct tls_conn_info *ci = tls_conn_info_of(c->tp_state, false);
+	return ci && ci->revocation_pending;
+}
+
+const char *tls_conn_sni(const struct conn *c)
+{
+	if (c->tp != &tls_transport || !c->tp_state)
+		return NULL;
+	const char *s = SSL_get_servername(c->tp_state, TLSEXT_NAMETYPE_host_name);
+	return s && *s ? s : NULL;
+}
+
+const char *tls_conn_psk_identity(const struct conn *c)
+{
+	if (c->tp != &tls_transport || !c->tp_state)
+		return NULL;
+	const char *s = SSL_get_psk_identity(c->tp_state);
+	return s && *s ? s : NULL;
 }
 
 void tls_conn_describe(const struct conn *c, char *out, size_t outlen)

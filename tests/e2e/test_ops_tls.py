@@ -378,10 +378,11 @@ listeners.ssl.default {
 
 
 def test_random_bytes_and_silence_on_the_tls_port(start_broker, pki):
+    # a TLS port's first deadline is the handshake's (ssl_options.handshake_timeout)
     b = start_broker("""
 mqtt.idle_timeout = 1s
 listeners.ssl.default {
-  ssl_options { certfile = "{{pki.server_chain}}", keyfile = "{{pki.server_key}}" }
+  ssl_options { certfile = "{{pki.server_chain}}", keyfile = "{{pki.server_key}}", handshake_timeout = 1s }
 }
 """, ssl=True)
     tls = client_context(ca=pki.root_ca_cert)

@@ -232,7 +232,7 @@ def _escape_value(v):
     b = v.encode("utf-8")
     for i, c in enumerate(b):
         ch = chr(c)
-        if c < 0x20 or c >= 0x7F:
+        if c < 0x20 or c >= 0x7E:  # esockd: C < 32 ; C >= 126
             out.append("\\%02X" % c)
         elif ch in '"+,;<>\\' or (i == 0 and ch in " #") or (i == len(b) - 1 and ch == " "):
             out.append("\\" + ch)
@@ -298,7 +298,7 @@ _NAMES_BY_DOTTED = {o.dotted_string: n for o, n in _ATTR_NAMES.items()}
 def dn_string(name, ava_order="der"):
     """The subject as Bulwark's `dn` (RFC 4514, most specific RDN first, no spaces, '+' inside a
     multi-valued RDN in certificate (DER) order, values escaped per RFC 4514; bytes outside
-    0x20..0x7E as \\XX). See SPEC §3 and reference/emqx.md §3.
+    0x20..0x7D as \\XX). See SPEC §3 and reference/emqx.md §3.
 
     ava_order="openssl" also reverses the attributes inside a multi-valued RDN, as OpenSSL's
     X509_NAME_print_ex(XN_FLAG_RFC2253) does (it reverses entries, not RDNs)."""
