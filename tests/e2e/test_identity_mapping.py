@@ -1,6 +1,8 @@
 """Certificate -> client identity (SPEC §3, issue 3): peer_cert_as_username / peer_cert_as_clientid
 with cn, dn, crt, pem, md5; precedence over CONNECT; certificate-only listeners
 (enable_authn = false); control characters; takeover_requires_same_identity."""
+from pathlib import Path
+
 import pytest
 
 from bw import mqtt_raw as m
@@ -137,9 +139,8 @@ def test_control_characters_in_certificate_refuse_the_connection(start_broker, r
 
 
 def test_seed_000_example_passes_check(check_config):
-    status, out = check_config(open("/work/shared/examples/seed-000-peer-cert-mapping.conf").read()
-                               if __import__("os").path.exists("/work/shared/examples/seed-000-peer-cert-mapping.conf")
-                               else "mqtt {\npeer_cert_as_clientid = \"disabled\"\npeer_cert_as_username = \"cn\"\n}\n")
+    example = Path(__file__).resolve().parents[2] / "examples" / "seed-000-peer-cert-mapping.conf"
+    status, out = check_config(example.read_text())
     assert status == 0, out
 
 

@@ -11,10 +11,8 @@ import pytest
 from bw import mqtt_raw as m
 from bw.broker import REPO, bulwark_bin, run_command
 
-# The seed documents' config snippets (SPEC §2). The repository keeps byte-identical copies in the
-# HOCON fuzz corpus, used where the shared folder is not mounted (CI).
-EXAMPLES = next(p for p in (Path("/work/shared/examples"), REPO / "fuzz" / "corpus" / "hocon")
-                if (p / "seed-002-one-way.conf").is_file())
+# The seed documents' config snippets (SPEC §2), vendored in the repo (examples/).
+EXAMPLES = REPO / "examples"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ (debug|info|warning|error): ")
 
 

@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bw import mqtt_raw as m
 from bw.tls import client_context, handshake
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the seed snippets, vendored
 NAMES = {"example-cert-1": "example.com", "example-cert-2": "api.example.com",
          "mqtt-cert": "mqtt.tenant-a.example.com"}
 

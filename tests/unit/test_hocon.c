@@ -13,7 +13,7 @@
 #include "config/values.h"
 #include "core/buf.h"
 
-#define EXAMPLES_DIR "/work/shared/examples"
+#define EXAMPLES_DIR "examples" /* the seed documents' config snippets, vendored; tests run from the repo root */
 
 /* ------------------------------------------------------------------ helpers */
 
