@@ -39,19 +39,6 @@ char *tls_bundle_dir(const char *data_dir, const char *ns, const char *name)
 	return xasprintf("%s/certs/%s/%s", data_dir, ns, name);
 }
 
-static int key_password_cb(char *buf, int size, int rwflag, void *userdata)
-{
-	(void)rwflag;
-	const char *pw = userdata;
-	if (!pw)
-		return 0;
-	size_t n = strlen(pw);
-	if (n > (size_t)size)
-		n = (size_t)size;
-	memcpy(buf, pw, n);
-	return (int)n;
-}
-
 /* Whole file (at most BUNDLE_MAX_FILE bytes, NUL-terminated), or NULL with errno set. */
 static char *slurp(const char *path, size_t *len)
 {
@@ -127,7 +114,7 @@ bool tls_bundle_load(SSL_CTX *ctx, const char *dir, const char *label, char *err
 		snprintf(err, errlen, "bundle %s: cannot read %s: %s", label, pwpath, strerror(errno));
 		goto out;
 	}
-	SSL_CTX_set_default_passwd_cb(ctx, key_password_cb);
+	SSL_CTX_set_default_passwd_cb(ctx, tls_password_cb);
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, pw);
 	if (SSL_CTX_use_certificate_chain_file(ctx, chain) != 1) {
 		unsigned long e = ERR_peek_last_error();
@@ -414,7 +401,7 @@ static bool certs_put(const char *data_dir, bool replace, int argc, char **argv,
 	if (ca && !(cas = parse_certs(ca, ca_len, "--ca", ca_path, out)))
 		goto out;
 	BIO *kb = BIO_new_mem_buf(key, (int)key_len);
-	pkey = kb ? PEM_read_bio_PrivateKey(kb, NULL, key_password_cb, pw) : NULL;
+	pkey = kb ? PEM_read_bio_PrivateKey(kb, NULL, tls_password_cb, pw) : NULL;
 	BIO_free(kb);
 	if (!pkey) {
 		unsigned long e = ERR_peek_last_error();

@@ -79,7 +79,7 @@ static void ssl_err(char *err, size_t errlen, const char *what, const char *path
 	ERR_clear_error();
 }
 
-static int password_cb(char *buf, int size, int rwflag, void *userdata)
+int tls_password_cb(char *buf, int size, int rwflag, void *userdata)
 {
 	(void)rwflag;
 	const char *pw = userdata;
@@ -578,7 +578,7 @@ static bool load_certfile(SSL_CTX *ctx, const struct cfg_ssl *cfg, char *err, si
 			return false;
 		}
 	}
-	SSL_CTX_set_default_passwd_cb(ctx, password_cb);
+	SSL_CTX_set_default_passwd_cb(ctx, tls_password_cb);
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, cfg->password);
 	bool ok = false;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {

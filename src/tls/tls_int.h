@@ -139,4 +139,7 @@ char *tls_bundle_dir(const char *data_dir, const char *ns, const char *name);
  * label names the bundle in messages ("global/example-cert-1"). */
 bool tls_bundle_load(SSL_CTX *ctx, const char *dir, const char *label, char *err, size_t errlen);
 
+/* OpenSSL passphrase callback: userdata is the NUL-terminated password (or NULL). */
+int tls_password_cb(char *buf, int size, int rwflag, void *userdata);
+
 #endif
