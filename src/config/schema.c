@@ -20,348 +20,20 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/cfgread.h"
 #include "config/hocon.h"
 #include "config/values.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/log.h"
 
-enum ftype {
-	F_BOOL,
-	F_U8,
-	F_U16,
-	F_U32,
-	F_U64,
-	F_U32_INF,     /* integer or "infinity" (stored as 0) */
-	F_U64_INF,
-	F_DURATION_MS, /* "15s"; "infinity" -> UINT64_MAX */
-	F_DURATION_S32, /* "2h" stored as seconds in uint32 */
-	F_DURATION_S32_INF, /* as above, "infinity" -> 0 */
-	F_BYTES32,
-	F_DOUBLE,
-	F_STRING,
-	F_ENUM,        /* stored as int */
-	F_CUSTOM,
-	F_IGNORED,     /* EMQX key Bulwark does not use: warn */
-	F_UNSUPPORTED, /* feature not built yet: refuse */
-};
-
-struct ld;
-struct field {
-	const char *key;
-	enum ftype type;
-	size_t off;
-	int64_t min, max;
-	const char *const *names; /* F_ENUM, NULL-terminated */
-	bool (*custom)(struct ld *ld, const struct hocon_member *m, void *target);
-};
-
 static const char *intern(struct config *cfg, const char *s);
-
-struct ld {
-	char *err;
-	size_t errlen;
-	struct config *cfg;
-	char path[512];
-};
-
-/* ---- errors and warnings ---- */
-
-static const char *mfile(const struct hocon_member *m)
-{
-	return m && m->file ? m->file : "(config)";
-}
-
-static bool fail(struct ld *ld, const struct hocon_member *m, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static bool fail(struct ld *ld, const struct hocon_member *m, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", mfile(m), m ? m->line : 0, ld->path, msg);
-	return false;
-}
-
-/* Push/pop a key onto the current path for messages. */
-static size_t path_push(struct ld *ld, const char *key)
-{
-	size_t old = strlen(ld->path);
-	snprintf(ld->path + old, sizeof ld->path - old, "%s%s", old ? "." : "", key);
-	return old;
-}
-
-static void path_pop(struct ld *ld, size_t old)
-{
-	ld->path[old] = '\0';
-}
-
-static void warn_ignored(struct ld *ld, const struct hocon_member *m)
-{
-	log_warn("%s:%d: %s is an EMQX setting Bulwark does not use; ignored", mfile(m), m->line, ld->path);
-}
-
-static bool unsupported(struct ld *ld, const struct hocon_member *m)
-{
-	snprintf(ld->err, ld->errlen, "not supported yet: %s (%s:%d)", ld->path, mfile(m), m->line);
-	return false;
-}
-
-static bool unknown(struct ld *ld, const struct hocon_member *m)
-{
-	return fail(ld, m, "unknown key");
-}
-
-/* ---- scalar getters ---- */
-
-static const char *scalar(const struct hocon_node *n)
-{
-	return (n->type == HOCON_STRING || n->type == HOCON_NUMBER || n->type == HOCON_BOOL) ? n->str : NULL;
-}
-
-static bool get_bool(struct ld *ld, const struct hocon_member *m, bool *out)
-{
-	const struct hocon_node *n = m->value;
-	if (n->type == HOCON_BOOL) {
-		*out = n->boolean;
-		return true;
-	}
-	if (n->type == HOCON_STRING && (strcmp(n->str, "true") == 0 || strcmp(n->str, "false") == 0)) {
-		*out = n->str[0] == 't';
-		return true;
-	}
-	return fail(ld, m, "expected true or false, got %s", scalar(n) ? scalar(n) : hocon_type_str(n->type));
-}
-
-static bool is_infinity(const struct hocon_node *n)
-{
-	return n->type == HOCON_STRING && strcasecmp(n->str, "infinity") == 0;
-}
-
-static bool get_uint(struct ld *ld, const struct hocon_member *m, int64_t min, int64_t max, uint64_t *out)
-{
-	const struct hocon_node *n = m->value;
-	const char *s = scalar(n);
-	char *end = NULL;
-	if (s && n->type != HOCON_BOOL) {
-		errno = 0;
-		long long v = strtoll(s, &end, 10);
-		if (end != s && *end == '\0' && errno == 0 && v >= min && v <= max) {
-			*out = (uint64_t)v;
-			return true;
-		}
-	}
-	return fail(ld, m, "expected an integer in %lld..%lld, got %s", (long long)min, (long long)max,
-		    s ? s : hocon_type_str(n->type));
-}
-
-static bool get_string(struct ld *ld, const struct hocon_member *m, char **out)
-{
-	const char *s = scalar(m->value);
-	if (!s || m->value->type == HOCON_BOOL)
-		return fail(ld, m, "expected a string, got %s", hocon_type_str(m->value->type));
-	free(*out);
-	*out = xstrdup(s);
-	return true;
-}
-
-/* A list given as an array of strings or one comma-separated string ("a, b"). Items are
- * trimmed; empty items skipped. Returns a NULL-terminated array (free with free_strv). */
-static char **get_list(struct ld *ld, const struct hocon_member *m, size_t *n_out)
-{
-	const struct hocon_node *n = m->value;
-	char **v = NULL;
-	size_t cnt = 0;
-	if (n->type == HOCON_ARRAY) {
-		v = xcalloc(n->n + 1, sizeof *v);
-		for (size_t i = 0; i < n->n; i++) {
-			const char *x = scalar(n->items[i]);
-			if (!x || n->items[i]->type == HOCON_BOOL) {
-				for (size_t k = 0; k < cnt; k++)
-					free(v[k]);
-				free(v);
-				fail(ld, m, "item %zu: expected a string, got %s", i + 1, hocon_type_str(n->items[i]->type));
-				return NULL;
-			}
-			if (*x)
-				v[cnt++] = xstrdup(x);
-		}
-	} else if (scalar(n) && n->type != HOCON_BOOL) {
-		char *copy = xstrdup(n->str);
-		size_t items = 1;
-		for (char *p = copy; *p; p++)
-			items += *p == ',';
-		v = xcalloc(items + 1, sizeof *v);
-		for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
-			while (*tok == ' ' || *tok == '\t')
-				tok++;
-			size_t l = strlen(tok);
-			while (l && (tok[l - 1] == ' ' || tok[l - 1] == '\t'))
-				tok[--l] = '\0';
-			if (l)
-				v[cnt++] = xstrdup(tok);
-		}
-		free(copy);
-	} else {
-		fail(ld, m, "expected an array of strings or a comma-separated string, got %s", hocon_type_str(n->type));
-		return NULL;
-	}
-	*n_out = cnt;
-	return v;
-}
-
-static void free_strv(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
-static bool get_enum(struct ld *ld, const struct hocon_member *m, const char *const *names, int *out)
-{
-	const char *s = scalar(m->value);
-	if (s) {
-		for (int i = 0; names[i]; i++) {
-			if (strcmp(s, names[i]) == 0) {
-				*out = i;
-				return true;
-			}
-		}
-	}
-	char allowed[256] = "";
-	for (int i = 0; names[i]; i++)
-		snprintf(allowed + strlen(allowed), sizeof allowed - strlen(allowed), "%s%s", i ? ", " : "", names[i]);
-	return fail(ld, m, "expected one of %s, got %s", allowed, s ? s : hocon_type_str(m->value->type));
-}
-
-/* Store v into an unsigned field of 1, 2, 4 or 8 bytes (k = 0..3). */
-static void store_uint(void *p, int k, uint64_t v)
-{
-	switch (k) {
-	case 0: *(uint8_t *)p = (uint8_t)v; break;
-	case 1: *(uint16_t *)p = (uint16_t)v; break;
-	case 2: *(uint32_t *)p = (uint32_t)v; break;
-	default: *(uint64_t *)p = v; break;
-	}
-}
-
-static bool load_field(struct ld *ld, const struct field *f, const struct hocon_member *m, void *target)
-{
-	char *base = target;
-	void *p = base + f->off;
-	const struct hocon_node *n = m->value;
-	uint64_t v = 0;
-	switch (f->type) {
-	case F_BOOL:
-		return get_bool(ld, m, p);
-	case F_U8:
-	case F_U16:
-	case F_U32:
-	case F_U64: {
-		static const uint64_t widest[] = { UINT8_MAX, UINT16_MAX, UINT32_MAX, INT64_MAX };
-		int k = f->type - F_U8;
-		if (!get_uint(ld, m, f->min, f->max ? f->max : (int64_t)widest[k], &v))
-			return false;
-		store_uint(p, k, v);
-		return true;
-	}
-	case F_U32_INF:
-		if (is_infinity(n)) {
-			*(uint32_t *)p = 0;
-			return true;
-		}
-		if (!get_uint(ld, m, f->min, f->max ? f->max : UINT32_MAX, &v))
-			return false;
-		*(uint32_t *)p = (uint32_t)v;
-		return true;
-	case F_U64_INF:
-		if (is_infinity(n)) {
-			*(uint64_t *)p = 0;
-			return true;
-		}
-		if (!get_uint(ld, m, f->min, f->max ? f->max : INT64_MAX, &v))
-			return false;
-		*(uint64_t *)p = v;
-		return true;
-	case F_DURATION_MS:
-		if (is_infinity(n)) {
-			*(uint64_t *)p = UINT64_MAX;
-			return true;
-		}
-		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_duration_ms(n->str, &v))
-			return fail(ld, m, "expected a duration such as 15s, 5m or 2h, got %s",
-				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
-		*(uint64_t *)p = v;
-		return true;
-	case F_DURATION_S32:
-	case F_DURATION_S32_INF:
-		if (f->type == F_DURATION_S32_INF && is_infinity(n)) {
-			*(uint32_t *)p = 0;
-			return true;
-		}
-		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_duration_s(n->str, &v) || v > UINT32_MAX)
-			return fail(ld, m, "expected a duration such as 30s, 2h or 7d, got %s",
-				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
-		*(uint32_t *)p = (uint32_t)v;
-		return true;
-	case F_BYTES32:
-		if (!scalar(n) || n->type == HOCON_BOOL || !cfg_parse_bytesize(n->str, &v) || v < (uint64_t)f->min ||
-		    v > (uint64_t)f->max)
-			return fail(ld, m, "expected a size such as 1MB in %lld..%lld bytes, got %s", (long long)f->min,
-				    (long long)f->max, scalar(n) ? scalar(n) : hocon_type_str(n->type));
-		*(uint32_t *)p = (uint32_t)v;
-		return true;
-	case F_DOUBLE: {
-		char *end = NULL;
-		double d = scalar(n) && n->type != HOCON_BOOL ? strtod(n->str, &end) : NAN;
-		if (!end || *end || !isfinite(d) || d < (double)f->min || d > (double)f->max)
-			return fail(ld, m, "expected a number in %lld..%lld, got %s", (long long)f->min, (long long)f->max,
-				    scalar(n) ? scalar(n) : hocon_type_str(n->type));
-		*(double *)p = d;
-		return true;
-	}
-	case F_STRING:
-		return get_string(ld, m, p);
-	case F_ENUM:
-		return get_enum(ld, m, f->names, p);
-	case F_CUSTOM:
-		return f->custom(ld, m, target);
-	case F_IGNORED:
-		warn_ignored(ld, m);
-		return true;
-	case F_UNSUPPORTED:
-		return unsupported(ld, m);
-	}
-	return false;
-}
-
-/* Load every member of obj through a field table. */
-static bool load_fields(struct ld *ld, const struct hocon_member *parent, const struct hocon_node *obj,
-			const struct field *fields, void *target)
-{
-	if (obj->type != HOCON_OBJECT)
-		return fail(ld, parent, "expected an object { ... }, got %s", hocon_type_str(obj->type));
-	for (size_t i = 0; i < obj->n; i++) {
-		const struct hocon_member *m = &obj->members[i];
-		size_t old = path_push(ld, m->key);
-		const struct field *f = fields;
-		while (f->key && strcmp(f->key, m->key) != 0)
-			f++;
-		bool ok = f->key ? load_field(ld, f, m, target) : unknown(ld, m);
-		path_pop(ld, old);
-		if (!ok)
-			return false;
-	}
-	return true;
-}
 
 /* ---- mqtt ---- */
 
 #define MQ(f) offsetof(struct cfg_mqtt, f)
 
-static bool custom_server_keepalive(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_server_keepalive(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_mqtt *mq = target;
 	if (m->value->type == HOCON_STRING && strcmp(m->value->str, "disabled") == 0) {
@@ -369,75 +41,75 @@ static bool custom_server_keepalive(struct ld *ld, const struct hocon_member *m,
 		return true;
 	}
 	uint64_t v;
-	if (!get_uint(ld, m, 1, 65535, &v))
-		return fail(ld, m, "expected disabled or seconds in 1..65535");
+	if (!cfgr_uint(ld, m, 1, 65535, &v))
+		return cfgr_fail(ld, m, "expected disabled or seconds in 1..65535");
 	mq->server_keepalive_s = (uint32_t)v;
 	return true;
 }
 
 static const char *const peer_cert_names[] = { "disabled", "cn", "dn", "crt", "pem", "md5", NULL };
 
-static bool custom_peer_cert_clientid(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_peer_cert_clientid(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_mqtt *mq = target;
 	int v;
-	if (!get_enum(ld, m, peer_cert_names, &v))
+	if (!cfgr_enum(ld, m, peer_cert_names, &v))
 		return false;
 	if (v == CFG_PEER_CERT_CRT)
-		return fail(ld, m, "crt (raw DER bytes) cannot be a client ID; use md5 or pem, which identify the same "
+		return cfgr_fail(ld, m, "crt (raw DER bytes) cannot be a client ID; use md5 or pem, which identify the same "
 				   "certificate as text");
 	mq->peer_cert_as_clientid = (enum cfg_peer_cert_as)v;
 	return true;
 }
 
-static bool custom_client_attrs(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_client_attrs(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	(void)target;
 	if (m->value->type == HOCON_ARRAY && m->value->n == 0)
 		return true;
-	return unsupported(ld, m);
+	return cfgr_unsupported(ld, m);
 }
 
-static const struct field mqtt_fields[] = {
-	{ "max_packet_size", F_BYTES32, MQ(max_packet_size), 16, 268435455, NULL, NULL },
-	{ "max_clientid_len", F_U32, MQ(max_clientid_len), 23, 65535, NULL, NULL },
-	{ "idle_timeout", F_DURATION_MS, MQ(idle_timeout_ms), 0, 0, NULL, NULL },
-	{ "use_username_as_clientid", F_BOOL, MQ(use_username_as_clientid), 0, 0, NULL, NULL },
-	{ "session_expiry_interval", F_DURATION_S32, MQ(session_expiry_interval_s), 0, 0, NULL, NULL },
-	{ "max_inflight", F_U32, MQ(max_inflight), 1, 65535, NULL, NULL },
-	{ "max_mqueue_len", F_U32_INF, MQ(max_mqueue_len), 0, 0, NULL, NULL },
-	{ "mqueue_store_qos0", F_BOOL, MQ(mqueue_store_qos0), 0, 0, NULL, NULL },
-	{ "retain_available", F_BOOL, MQ(retain_available), 0, 0, NULL, NULL },
-	{ "wildcard_subscription", F_BOOL, MQ(wildcard_subscription), 0, 0, NULL, NULL },
-	{ "shared_subscription", F_BOOL, MQ(shared_subscription), 0, 0, NULL, NULL },
-	{ "keepalive_multiplier", F_DOUBLE, MQ(keepalive_multiplier), 1, 100, NULL, NULL },
-	{ "server_keepalive", F_CUSTOM, 0, 0, 0, NULL, custom_server_keepalive },
-	{ "max_topic_alias", F_U16, MQ(max_topic_alias), 0, 65535, NULL, NULL },
-	{ "max_qos_allowed", F_U8, MQ(max_qos_allowed), 0, 2, NULL, NULL },
-	{ "max_topic_levels", F_U32, MQ(max_topic_levels), 1, 65535, NULL, NULL },
-	{ "retry_interval", F_DURATION_MS, MQ(retry_interval_ms), 0, 0, NULL, NULL },
-	{ "max_awaiting_rel", F_U32_INF, MQ(max_awaiting_rel), 0, 0, NULL, NULL },
-	{ "await_rel_timeout", F_DURATION_MS, MQ(await_rel_timeout_ms), 0, 0, NULL, NULL },
-	{ "upgrade_qos", F_BOOL, MQ(upgrade_qos), 0, 0, NULL, NULL },
-	{ "ignore_loop_deliver", F_BOOL, MQ(ignore_loop_deliver), 0, 0, NULL, NULL },
-	{ "max_subscriptions", F_U32_INF, MQ(max_subscriptions), 0, 0, NULL, NULL },
-	{ "message_expiry_interval", F_DURATION_S32_INF, MQ(message_expiry_interval_s), 0, 0, NULL, NULL },
-	{ "strict_mode", F_BOOL, MQ(strict_mode), 0, 0, NULL, NULL },
+static const struct cfg_field mqtt_fields[] = {
+	{ "max_packet_size", CFG_F_BYTES32, MQ(max_packet_size), 16, 268435455, NULL, NULL },
+	{ "max_clientid_len", CFG_F_U32, MQ(max_clientid_len), 23, 65535, NULL, NULL },
+	{ "idle_timeout", CFG_F_DURATION_MS, MQ(idle_timeout_ms), 0, 0, NULL, NULL },
+	{ "use_username_as_clientid", CFG_F_BOOL, MQ(use_username_as_clientid), 0, 0, NULL, NULL },
+	{ "session_expiry_interval", CFG_F_DURATION_S32, MQ(session_expiry_interval_s), 0, 0, NULL, NULL },
+	{ "max_inflight", CFG_F_U32, MQ(max_inflight), 1, 65535, NULL, NULL },
+	{ "max_mqueue_len", CFG_F_U32_INF, MQ(max_mqueue_len), 0, 0, NULL, NULL },
+	{ "mqueue_store_qos0", CFG_F_BOOL, MQ(mqueue_store_qos0), 0, 0, NULL, NULL },
+	{ "retain_available", CFG_F_BOOL, MQ(retain_available), 0, 0, NULL, NULL },
+	{ "wildcard_subscription", CFG_F_BOOL, MQ(wildcard_subscription), 0, 0, NULL, NULL },
+	{ "shared_subscription", CFG_F_BOOL, MQ(shared_subscription), 0, 0, NULL, NULL },
+	{ "keepalive_multiplier", CFG_F_DOUBLE, MQ(keepalive_multiplier), 1, 100, NULL, NULL },
+	{ "server_keepalive", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_server_keepalive },
+	{ "max_topic_alias", CFG_F_U16, MQ(max_topic_alias), 0, 65535, NULL, NULL },
+	{ "max_qos_allowed", CFG_F_U8, MQ(max_qos_allowed), 0, 2, NULL, NULL },
+	{ "max_topic_levels", CFG_F_U32, MQ(max_topic_levels), 1, 65535, NULL, NULL },
+	{ "retry_interval", CFG_F_DURATION_MS, MQ(retry_interval_ms), 0, 0, NULL, NULL },
+	{ "max_awaiting_rel", CFG_F_U32_INF, MQ(max_awaiting_rel), 0, 0, NULL, NULL },
+	{ "await_rel_timeout", CFG_F_DURATION_MS, MQ(await_rel_timeout_ms), 0, 0, NULL, NULL },
+	{ "upgrade_qos", CFG_F_BOOL, MQ(upgrade_qos), 0, 0, NULL, NULL },
+	{ "ignore_loop_deliver", CFG_F_BOOL, MQ(ignore_loop_deliver), 0, 0, NULL, NULL },
+	{ "max_subscriptions", CFG_F_U32_INF, MQ(max_subscriptions), 0, 0, NULL, NULL },
+	{ "message_expiry_interval", CFG_F_DURATION_S32_INF, MQ(message_expiry_interval_s), 0, 0, NULL, NULL },
+	{ "strict_mode", CFG_F_BOOL, MQ(strict_mode), 0, 0, NULL, NULL },
 	/* Certificate identity and client attributes: their own issues. */
-	{ "peer_cert_as_username", F_ENUM, MQ(peer_cert_as_username), 0, 0, peer_cert_names, NULL },
-	{ "peer_cert_as_clientid", F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert_clientid },
-	{ "client_attrs_init", F_CUSTOM, 0, 0, 0, NULL, custom_client_attrs },
-	{ "takeover_requires_same_identity", F_BOOL, MQ(takeover_requires_same_identity), 0, 0, NULL, NULL },
-	{ "clientid_override", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "peer_cert_as_username", CFG_F_ENUM, MQ(peer_cert_as_username), 0, 0, peer_cert_names, NULL },
+	{ "peer_cert_as_clientid", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_peer_cert_clientid },
+	{ "client_attrs_init", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_client_attrs },
+	{ "takeover_requires_same_identity", CFG_F_BOOL, MQ(takeover_requires_same_identity), 0, 0, NULL, NULL },
+	{ "clientid_override", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	/* EMQX tuning Bulwark has no use for. */
-	{ "keepalive_check_interval", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "mqueue_priorities", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "mqueue_default_priority", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "shared_subscription_strategy", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "shared_subscription_initial_sticky_pick", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "exclusive_subscription", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "response_information", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "max_clientid_len_warning", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "keepalive_check_interval", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "mqueue_priorities", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "mqueue_default_priority", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "shared_subscription_strategy", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "shared_subscription_initial_sticky_pick", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "exclusive_subscription", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "response_information", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_clientid_len_warning", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
@@ -446,44 +118,44 @@ static const struct field mqtt_fields[] = {
 #define LI(f) offsetof(struct cfg_listener, f)
 #define SSL(f) offsetof(struct cfg_ssl, f)
 
-static bool custom_bind(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_bind(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
-	const char *s = scalar(m->value);
+	const char *s = cfgr_scalar(m->value);
 	if (!s || m->value->type == HOCON_BOOL || !cfg_parse_bind(s, &l->bind, &l->bind_len))
-		return fail(ld, m, "expected a port or ip:port such as \"0.0.0.0:1883\", got %s",
+		return cfgr_fail(ld, m, "expected a port or ip:port such as \"0.0.0.0:1883\", got %s",
 			    s ? s : hocon_type_str(m->value->type));
 	free(l->bind_str);
 	l->bind_str = xstrdup(s);
 	return true;
 }
 
-static bool custom_max_connections(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_max_connections(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
-	if (is_infinity(m->value)) {
+	if (cfgr_is_infinity(m->value)) {
 		l->max_connections = 0;
 		return true;
 	}
-	return get_uint(ld, m, 1, INT64_MAX, &l->max_connections);
+	return cfgr_uint(ld, m, 1, INT64_MAX, &l->max_connections);
 }
 
-static bool custom_enable_authn(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_enable_authn(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
-	const char *s = scalar(m->value);
+	const char *s = cfgr_scalar(m->value);
 	if (s && strcmp(s, "quick_deny_anonymous") == 0) {
 		l->enable_authn = CFG_AUTHN_QUICK_DENY_ANONYMOUS;
 		return true;
 	}
 	bool b;
 	if (m->value->type == HOCON_BOOL || (s && (!strcmp(s, "true") || !strcmp(s, "false")))) {
-		if (!get_bool(ld, m, &b))
+		if (!cfgr_bool(ld, m, &b))
 			return false;
 		l->enable_authn = b ? CFG_AUTHN_TRUE : CFG_AUTHN_FALSE;
 		return true;
 	}
-	return fail(ld, m, "expected true, false or quick_deny_anonymous, got %s", s ? s : hocon_type_str(m->value->type));
+	return cfgr_fail(ld, m, "expected true, false or quick_deny_anonymous, got %s", s ? s : hocon_type_str(m->value->type));
 }
 
 /* "allow 10.0.0.0/8", "deny 1.2.3.4", "allow all" */
@@ -507,45 +179,45 @@ static bool parse_access_rule(const char *s, struct cfg_access_rule *r)
 	return cfg_parse_cidr(s, &r->cidr);
 }
 
-static bool custom_access_rules(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_access_rules(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
 	const struct hocon_node *n = m->value;
 	if (n->type != HOCON_ARRAY)
-		return fail(ld, m, "expected an array of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]");
+		return cfgr_fail(ld, m, "expected an array of rules such as [\"allow 10.0.0.0/8\", \"deny all\"]");
 	free(l->access_rules);
 	l->access_rules = xcalloc(n->n ? n->n : 1, sizeof *l->access_rules);
 	l->n_access_rules = n->n;
 	for (size_t i = 0; i < n->n; i++) {
-		const char *s = scalar(n->items[i]);
+		const char *s = cfgr_scalar(n->items[i]);
 		if (!s || !parse_access_rule(s, &l->access_rules[i]))
-			return fail(ld, m, "rule %zu: expected \"allow|deny <ip>|<cidr>|all\", got %s", i + 1,
+			return cfgr_fail(ld, m, "rule %zu: expected \"allow|deny <ip>|<cidr>|all\", got %s", i + 1,
 				    s ? s : hocon_type_str(n->items[i]->type));
 	}
 	return true;
 }
 
-static bool custom_verify(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_verify(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	static const char *const names[] = { "verify_none", "verify_peer", NULL };
 	int v;
-	if (!get_enum(ld, m, names, &v))
+	if (!cfgr_enum(ld, m, names, &v))
 		return false;
 	ssl->verify_peer = v == 1;
 	return true;
 }
 
-static bool custom_password(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_password(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	char *s = NULL;
-	if (!get_string(ld, m, &s))
+	if (!cfgr_string(ld, m, &s))
 		return false;
 	if (strncmp(s, "file://", 7) == 0) {
 		FILE *f = fopen(s + 7, "r");
 		if (!f) {
-			bool r = fail(ld, m, "cannot read password file %s", s + 7);
+			bool r = cfgr_fail(ld, m, "cannot read password file %s", s + 7);
 			free(s);
 			return r;
 		}
@@ -563,14 +235,14 @@ static bool custom_password(struct ld *ld, const struct hocon_member *m, void *t
 	return true;
 }
 
-static bool custom_versions(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_versions(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	static const struct { const char *name; uint32_t bit; } known[] = {
 		{ "tlsv1.3", CFG_TLS_V1_3 }, { "tlsv1.2", CFG_TLS_V1_2 }, { "tlsv1.1", CFG_TLS_V1_1 }, { "tlsv1", CFG_TLS_V1 },
 	};
 	size_t n;
-	char **v = get_list(ld, m, &n);
+	char **v = cfgr_list(ld, m, &n);
 	if (!v)
 		return false;
 	uint32_t bits = 0;
@@ -580,13 +252,13 @@ static bool custom_versions(struct ld *ld, const struct hocon_member *m, void *t
 		for (k = 0; k < 4 && strcmp(v[i], known[k].name) != 0; k++)
 			;
 		if (k == 4)
-			ok = fail(ld, m, "unknown TLS version %s (tlsv1.3, tlsv1.2, tlsv1.1, tlsv1)", v[i]);
+			ok = cfgr_fail(ld, m, "unknown TLS version %s (tlsv1.3, tlsv1.2, tlsv1.1, tlsv1)", v[i]);
 		else
 			bits |= known[k].bit;
 	}
-	free_strv(v);
+	cfgr_free_list(v);
 	if (ok && !bits)
-		ok = fail(ld, m, "no TLS version listed");
+		ok = cfgr_fail(ld, m, "no TLS version listed");
 	ssl->versions = bits;
 	return ok;
 }
@@ -598,11 +270,11 @@ static bool is_tls13_suite(const char *c)
 
 /* ciphers: TLS 1.3 suites go to ciphersuites, everything else to ciphers (both ':'-joined;
  * tls.c validates the names against OpenSSL, also accepting IANA names). */
-static bool custom_ciphers(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_ciphers(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	size_t n;
-	char **v = get_list(ld, m, &n);
+	char **v = cfgr_list(ld, m, &n);
 	if (!v)
 		return false;
 	struct buf c12 = { 0 }, c13 = { 0 };
@@ -612,7 +284,7 @@ static bool custom_ciphers(struct ld *ld, const struct hocon_member *m, void *ta
 			buf_append(b, ":", 1);
 		buf_append_str(b, v[i]);
 	}
-	free_strv(v);
+	cfgr_free_list(v);
 	free(ssl->ciphers);
 	free(ssl->ciphersuites);
 	buf_append(&c12, "", 1);
@@ -630,7 +302,7 @@ static bool custom_ciphers(struct ld *ld, const struct hocon_member *m, void *ta
 	return true;
 }
 
-static bool custom_session_tickets(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_session_tickets(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	static const char *const names[] = { "disabled", "stateless", "stateless_with_cert", NULL };
@@ -639,16 +311,16 @@ static bool custom_session_tickets(struct ld *ld, const struct hocon_member *m, 
 		ssl->session_tickets = m->value->boolean ? CFG_TICKETS_STATELESS : CFG_TICKETS_DISABLED;
 		return true;
 	}
-	if (!get_enum(ld, m, names, &v))
+	if (!cfgr_enum(ld, m, names, &v))
 		return false;
 	ssl->session_tickets = (enum cfg_session_tickets)v;
 	return true;
 }
 
-static bool custom_partial_chain(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_partial_chain(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
-	const char *s = scalar(m->value);
+	const char *s = cfgr_scalar(m->value);
 	if (s && (!strcmp(s, "true") || !strcmp(s, "cacert_from_cacertfile")))
 		ssl->partial_chain = CFG_PARTIAL_CHAIN_LAST;
 	else if (s && !strcmp(s, "two_cacerts_from_cacertfile"))
@@ -656,12 +328,12 @@ static bool custom_partial_chain(struct ld *ld, const struct hocon_member *m, vo
 	else if (s && !strcmp(s, "false"))
 		ssl->partial_chain = CFG_PARTIAL_CHAIN_OFF;
 	else
-		return fail(ld, m, "expected true, false, cacert_from_cacertfile or two_cacerts_from_cacertfile, got %s",
+		return cfgr_fail(ld, m, "expected true, false, cacert_from_cacertfile or two_cacerts_from_cacertfile, got %s",
 			    s ? s : hocon_type_str(m->value->type));
 	return true;
 }
 
-static bool custom_eku(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_eku(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	static const struct { const char *name; uint32_t bit; } known[] = {
@@ -670,7 +342,7 @@ static bool custom_eku(struct ld *ld, const struct hocon_member *m, void *target
 		{ "timeStamping", CFG_EKU_TIME_STAMPING }, { "ocspSigning", CFG_EKU_OCSP_SIGNING },
 	};
 	size_t n;
-	char **v = get_list(ld, m, &n);
+	char **v = cfgr_list(ld, m, &n);
 	if (!v)
 		return false;
 	bool ok = true;
@@ -679,7 +351,7 @@ static bool custom_eku(struct ld *ld, const struct hocon_member *m, void *target
 			const char *oid = v[i] + 4;
 			bool good = *oid && strspn(oid, "0123456789.") == strlen(oid) && oid[0] != '.' && !strstr(oid, "..");
 			if (!good) {
-				ok = fail(ld, m, "bad OID %s (expected OID:1.2.3...)", v[i]);
+				ok = cfgr_fail(ld, m, "bad OID %s (expected OID:1.2.3...)", v[i]);
 				break;
 			}
 			ssl->ext_key_usage_oids = xrealloc(ssl->ext_key_usage_oids,
@@ -691,94 +363,94 @@ static bool custom_eku(struct ld *ld, const struct hocon_member *m, void *target
 		for (k = 0; k < sizeof known / sizeof known[0] && strcmp(v[i], known[k].name) != 0; k++)
 			;
 		if (k == sizeof known / sizeof known[0])
-			ok = fail(ld, m, "unknown extended key usage %s (clientAuth, serverAuth, codeSigning, "
+			ok = cfgr_fail(ld, m, "unknown extended key usage %s (clientAuth, serverAuth, codeSigning, "
 				  "emailProtection, timeStamping, ocspSigning or OID:1.2.3)", v[i]);
 		else
 			ssl->ext_key_usage |= known[k].bit;
 	}
-	free_strv(v);
+	cfgr_free_list(v);
 	return ok;
 }
 
-static bool custom_crlfile(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_crlfile(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	size_t n;
 	char **v;
 	if (m->value->type == HOCON_ARRAY) {
-		v = get_list(ld, m, &n);
+		v = cfgr_list(ld, m, &n);
 	} else {
-		const char *s = scalar(m->value);
+		const char *s = cfgr_scalar(m->value);
 		if (!s || m->value->type == HOCON_BOOL)
-			return fail(ld, m, "expected a file path or an array of paths");
+			return cfgr_fail(ld, m, "expected a file path or an array of paths");
 		v = xcalloc(2, sizeof *v);
 		v[0] = xstrdup(s);
 		n = 1;
 	}
 	if (!v)
 		return false;
-	free_strv(ssl->crlfiles);
+	cfgr_free_list(ssl->crlfiles);
 	ssl->crlfiles = v;
 	ssl->n_crlfiles = n;
 	return true;
 }
 
 #define OC(f) offsetof(struct cfg_ocsp, f)
-static const struct field ocsp_fields[] = {
-	{ "enable_ocsp_stapling", F_BOOL, OC(enable_ocsp_stapling), 0, 0, NULL, NULL },
-	{ "responder_url", F_STRING, OC(responder_url), 0, 0, NULL, NULL },
-	{ "issuer_pem", F_STRING, OC(issuer_pem), 0, 0, NULL, NULL },
-	{ "refresh_interval", F_DURATION_MS, OC(refresh_interval_ms), 0, 0, NULL, NULL },
-	{ "refresh_http_timeout", F_DURATION_MS, OC(refresh_http_timeout_ms), 0, 0, NULL, NULL },
+static const struct cfg_field ocsp_fields[] = {
+	{ "enable_ocsp_stapling", CFG_F_BOOL, OC(enable_ocsp_stapling), 0, 0, NULL, NULL },
+	{ "responder_url", CFG_F_STRING, OC(responder_url), 0, 0, NULL, NULL },
+	{ "issuer_pem", CFG_F_STRING, OC(issuer_pem), 0, 0, NULL, NULL },
+	{ "refresh_interval", CFG_F_DURATION_MS, OC(refresh_interval_ms), 0, 0, NULL, NULL },
+	{ "refresh_http_timeout", CFG_F_DURATION_MS, OC(refresh_http_timeout_ms), 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static bool custom_ocsp(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_ocsp(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
-	if (!load_fields(ld, m, m->value, ocsp_fields, &ssl->ocsp))
+	if (!cfgr_load_fields(ld, m, m->value, ocsp_fields, &ssl->ocsp))
 		return false;
 	if (ssl->ocsp.refresh_interval_ms < 60000) {
-		log_warn("%s:%d: %s.refresh_interval below the 1m minimum; using 1m", mfile(m), m->line, ld->path);
+		log_warn("%s:%d: %s.refresh_interval below the 1m minimum; using 1m", cfgr_file(m), m->line, ld->path);
 		ssl->ocsp.refresh_interval_ms = 60000;
 	}
 	return true;
 }
 
-static bool custom_fail_mode(struct ld *ld, const struct hocon_member *m, bool *closed)
+static bool custom_fail_mode(struct cfg_reader *ld, const struct hocon_member *m, bool *closed)
 {
 	static const char *const names[] = { "open", "closed", NULL };
 	int v;
-	if (!get_enum(ld, m, names, &v))
+	if (!cfgr_enum(ld, m, names, &v))
 		return false;
 	*closed = v == 1;
 	return true;
 }
 
-static bool custom_ocsp_client_fail_mode(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_ocsp_client_fail_mode(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	return custom_fail_mode(ld, m, &((struct cfg_ocsp_client *)target)->fail_closed);
 }
 
 #define OCC(f) offsetof(struct cfg_ocsp_client, f)
-static const struct field ocsp_client_fields[] = {
-	{ "enable", F_BOOL, OCC(enable), 0, 0, NULL, NULL },
-	{ "fail_mode", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client_fail_mode },
-	{ "timeout", F_DURATION_MS, OCC(timeout_ms), 0, 0, NULL, NULL },
+static const struct cfg_field ocsp_client_fields[] = {
+	{ "enable", CFG_F_BOOL, OCC(enable), 0, 0, NULL, NULL },
+	{ "fail_mode", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client_fail_mode },
+	{ "timeout", CFG_F_DURATION_MS, OCC(timeout_ms), 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static bool custom_ocsp_client(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_ocsp_client(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
-	return load_fields(ld, m, m->value, ocsp_client_fields, &ssl->ocsp_client);
+	return cfgr_load_fields(ld, m, m->value, ocsp_client_fields, &ssl->ocsp_client);
 }
 
 #define MC(f) offsetof(struct cfg_managed_cert, f)
-static const struct field managed_cert_fields[] = {
-	{ "bundle_name", F_STRING, MC(bundle_name), 0, 0, NULL, NULL },
-	{ "sni", F_STRING, MC(sni), 0, 0, NULL, NULL },
-	{ "namespace", F_STRING, MC(ns), 0, 0, NULL, NULL },
+static const struct cfg_field managed_cert_fields[] = {
+	{ "bundle_name", CFG_F_STRING, MC(bundle_name), 0, 0, NULL, NULL },
+	{ "sni", CFG_F_STRING, MC(sni), 0, 0, NULL, NULL },
+	{ "namespace", CFG_F_STRING, MC(ns), 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
@@ -789,13 +461,13 @@ static bool safe_name(const char *s)
 	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
 }
 
-static bool custom_managed_certs(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_managed_certs(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
 	const struct hocon_node *n = m->value;
 	size_t cnt = n->type == HOCON_ARRAY ? n->n : 1;
 	if (n->type != HOCON_ARRAY && n->type != HOCON_OBJECT)
-		return fail(ld, m, "expected an array of { bundle_name, sni, namespace } objects");
+		return cfgr_fail(ld, m, "expected an array of { bundle_name, sni, namespace } objects");
 	ssl->managed_certs = xcalloc(cnt ? cnt : 1, sizeof *ssl->managed_certs);
 	ssl->n_managed_certs = cnt;
 	for (size_t i = 0; i < cnt; i++) {
@@ -803,14 +475,14 @@ static bool custom_managed_certs(struct ld *ld, const struct hocon_member *m, vo
 		struct hocon_member im = { .key = m->key, .file = item->file, .line = item->line,
 					   .value = (struct hocon_node *)item };
 		struct cfg_managed_cert *mc = &ssl->managed_certs[i];
-		if (!load_fields(ld, &im, item, managed_cert_fields, mc))
+		if (!cfgr_load_fields(ld, &im, item, managed_cert_fields, mc))
 			return false;
 		if (!mc->bundle_name)
-			return fail(ld, &im, "entry %zu: bundle_name is required", i + 1);
+			return cfgr_fail(ld, &im, "entry %zu: bundle_name is required", i + 1);
 		if (!mc->ns)
 			mc->ns = xstrdup("global");
 		if (!safe_name(mc->bundle_name) || !safe_name(mc->ns))
-			return fail(ld, &im,
+			return cfgr_fail(ld, &im,
 				    "entry %zu: bundle_name and namespace may only use letters, digits, '-', '_' and '.', "
 				    "and may not start with '.'",
 				    i + 1);
@@ -818,67 +490,67 @@ static bool custom_managed_certs(struct ld *ld, const struct hocon_member *m, vo
 	return true;
 }
 
-static bool custom_renegotiation(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_renegotiation(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	(void)target;
 	bool b;
-	if (!get_bool(ld, m, &b))
+	if (!cfgr_bool(ld, m, &b))
 		return false;
 	if (b && !strcmp(m->key, "client_renegotiation"))
 		log_warn("%s:%d: %s = true: Bulwark never allows renegotiation (a denial-of-service vector); ignored",
-			 mfile(m), m->line, ld->path);
+			 cfgr_file(m), m->line, ld->path);
 	return true;
 }
 
-static const struct field ssl_fields[] = {
-	{ "cacertfile", F_STRING, SSL(cacertfile), 0, 0, NULL, NULL },
-	{ "certfile", F_STRING, SSL(certfile), 0, 0, NULL, NULL },
-	{ "keyfile", F_STRING, SSL(keyfile), 0, 0, NULL, NULL },
-	{ "password", F_CUSTOM, 0, 0, 0, NULL, custom_password },
-	{ "verify", F_CUSTOM, 0, 0, 0, NULL, custom_verify },
-	{ "fail_if_no_peer_cert", F_BOOL, SSL(fail_if_no_peer_cert), 0, 0, NULL, NULL },
-	{ "depth", F_U32, SSL(depth), 0, 100, NULL, NULL },
-	{ "versions", F_CUSTOM, 0, 0, 0, NULL, custom_versions },
-	{ "ciphers", F_CUSTOM, 0, 0, 0, NULL, custom_ciphers },
-	{ "honor_cipher_order", F_BOOL, SSL(honor_cipher_order), 0, 0, NULL, NULL },
-	{ "reuse_sessions", F_BOOL, SSL(reuse_sessions), 0, 0, NULL, NULL },
-	{ "session_tickets", F_CUSTOM, 0, 0, 0, NULL, custom_session_tickets },
-	{ "handshake_timeout", F_DURATION_MS, SSL(handshake_timeout_ms), 0, 0, NULL, NULL },
-	{ "partial_chain", F_CUSTOM, 0, 0, 0, NULL, custom_partial_chain },
-	{ "verify_peer_ext_key_usage", F_CUSTOM, 0, 0, 0, NULL, custom_eku },
-	{ "enable_crl_check", F_BOOL, SSL(enable_crl_check), 0, 0, NULL, NULL },
-	{ "crlfile", F_CUSTOM, 0, 0, 0, NULL, custom_crlfile },
-	{ "crl_check_chain", F_BOOL, SSL(crl_check_chain), 0, 0, NULL, NULL },
-	{ "ocsp", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp },
-	{ "ocsp_client", F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client },
-	{ "managed_certs", F_CUSTOM, 0, 0, 0, NULL, custom_managed_certs },
-	{ "dhfile", F_STRING, SSL(dhfile), 0, 0, NULL, NULL },
-	{ "secure_renegotiate", F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
-	{ "client_renegotiation", F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
+static const struct cfg_field ssl_fields[] = {
+	{ "cacertfile", CFG_F_STRING, SSL(cacertfile), 0, 0, NULL, NULL },
+	{ "certfile", CFG_F_STRING, SSL(certfile), 0, 0, NULL, NULL },
+	{ "keyfile", CFG_F_STRING, SSL(keyfile), 0, 0, NULL, NULL },
+	{ "password", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_password },
+	{ "verify", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_verify },
+	{ "fail_if_no_peer_cert", CFG_F_BOOL, SSL(fail_if_no_peer_cert), 0, 0, NULL, NULL },
+	{ "depth", CFG_F_U32, SSL(depth), 0, 100, NULL, NULL },
+	{ "versions", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_versions },
+	{ "ciphers", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_ciphers },
+	{ "honor_cipher_order", CFG_F_BOOL, SSL(honor_cipher_order), 0, 0, NULL, NULL },
+	{ "reuse_sessions", CFG_F_BOOL, SSL(reuse_sessions), 0, 0, NULL, NULL },
+	{ "session_tickets", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_session_tickets },
+	{ "handshake_timeout", CFG_F_DURATION_MS, SSL(handshake_timeout_ms), 0, 0, NULL, NULL },
+	{ "partial_chain", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_partial_chain },
+	{ "verify_peer_ext_key_usage", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_eku },
+	{ "enable_crl_check", CFG_F_BOOL, SSL(enable_crl_check), 0, 0, NULL, NULL },
+	{ "crlfile", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_crlfile },
+	{ "crl_check_chain", CFG_F_BOOL, SSL(crl_check_chain), 0, 0, NULL, NULL },
+	{ "ocsp", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_ocsp },
+	{ "ocsp_client", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_ocsp_client },
+	{ "managed_certs", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_managed_certs },
+	{ "dhfile", CFG_F_STRING, SSL(dhfile), 0, 0, NULL, NULL },
+	{ "secure_renegotiate", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
+	{ "client_renegotiation", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_renegotiation },
 	/* Erlang/OTP runtime tuning. */
-	{ "hibernate_after", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "log_level", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "gc_after_handshake", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "user_lookup_fun", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "middlebox_comp_mode", F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "hibernate_after", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "log_level", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "gc_after_handshake", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "user_lookup_fun", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "middlebox_comp_mode", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static bool custom_ssl_options(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_ssl_options(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
 	if (l->type != CFG_LISTENER_SSL)
-		return fail(ld, m, "ssl_options only apply to ssl listeners");
+		return cfgr_fail(ld, m, "ssl_options only apply to ssl listeners");
 	l->ssl.file = intern(ld->cfg, m->file);
 	l->ssl.line = m->line;
-	return load_fields(ld, m, m->value, ssl_fields, &l->ssl);
+	return cfgr_load_fields(ld, m, m->value, ssl_fields, &l->ssl);
 }
 
-static bool custom_proxy_trusted(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_proxy_trusted(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_listener *l = target;
 	size_t n;
-	char **v = get_list(ld, m, &n);
+	char **v = cfgr_list(ld, m, &n);
 	if (!v)
 		return false;
 	free(l->proxy_trusted);
@@ -887,36 +559,36 @@ static bool custom_proxy_trusted(struct ld *ld, const struct hocon_member *m, vo
 	bool ok = true;
 	for (size_t i = 0; i < n && ok; i++)
 		if (!cfg_parse_cidr(v[i], &l->proxy_trusted[i]))
-			ok = fail(ld, m, "item %zu: expected an address or CIDR, got %s", i + 1, v[i]);
-	free_strv(v);
+			ok = cfgr_fail(ld, m, "item %zu: expected an address or CIDR, got %s", i + 1, v[i]);
+	cfgr_free_list(v);
 	return ok;
 }
 
-static const struct field listener_fields[] = {
-	{ "bind", F_CUSTOM, 0, 0, 0, NULL, custom_bind },
-	{ "enable", F_BOOL, LI(enable), 0, 0, NULL, NULL },
-	{ "enabled", F_BOOL, LI(enable), 0, 0, NULL, NULL },
-	{ "max_connections", F_CUSTOM, 0, 0, 0, NULL, custom_max_connections },
-	{ "enable_authn", F_CUSTOM, 0, 0, 0, NULL, custom_enable_authn },
-	{ "access_rules", F_CUSTOM, 0, 0, 0, NULL, custom_access_rules },
-	{ "mountpoint", F_STRING, LI(mountpoint), 0, 0, NULL, NULL },
-	{ "ssl_options", F_CUSTOM, 0, 0, 0, NULL, custom_ssl_options },
-	{ "proxy_protocol", F_BOOL, LI(proxy_protocol), 0, 0, NULL, NULL },
-	{ "proxy_protocol_timeout", F_DURATION_MS, LI(proxy_protocol_timeout_ms), 0, 0, NULL, NULL },
-	{ "proxy_protocol_trusted", F_CUSTOM, 0, 0, 0, NULL, custom_proxy_trusted },
-	{ "authentication", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "max_conn_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "max_conn_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "messages_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "messages_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "bytes_rate", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "bytes_burst", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "websocket", F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "acceptors", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "zone", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "tcp_options", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "limiter", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "allow_log_packet_data_from", F_IGNORED, 0, 0, 0, NULL, NULL },
+static const struct cfg_field listener_fields[] = {
+	{ "bind", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_bind },
+	{ "enable", CFG_F_BOOL, LI(enable), 0, 0, NULL, NULL },
+	{ "enabled", CFG_F_BOOL, LI(enable), 0, 0, NULL, NULL },
+	{ "max_connections", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_max_connections },
+	{ "enable_authn", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_enable_authn },
+	{ "access_rules", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_access_rules },
+	{ "mountpoint", CFG_F_STRING, LI(mountpoint), 0, 0, NULL, NULL },
+	{ "ssl_options", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_ssl_options },
+	{ "proxy_protocol", CFG_F_BOOL, LI(proxy_protocol), 0, 0, NULL, NULL },
+	{ "proxy_protocol_timeout", CFG_F_DURATION_MS, LI(proxy_protocol_timeout_ms), 0, 0, NULL, NULL },
+	{ "proxy_protocol_trusted", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_proxy_trusted },
+	{ "authentication", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "max_conn_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "max_conn_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "messages_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "messages_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "bytes_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "bytes_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "websocket", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "acceptors", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "zone", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tcp_options", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "limiter", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "allow_log_packet_data_from", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
@@ -980,14 +652,14 @@ struct deleted {
 	bool tcp_default, ssl_default;
 };
 
-static bool load_listener_type(struct ld *ld, const struct hocon_member *tm, enum cfg_listener_type t, struct deleted *del)
+static bool load_listener_type(struct cfg_reader *ld, const struct hocon_member *tm, enum cfg_listener_type t, struct deleted *del)
 {
 	const struct hocon_node *obj = tm->value;
 	if (obj->type != HOCON_OBJECT)
-		return fail(ld, tm, "expected an object of named listeners");
+		return cfgr_fail(ld, tm, "expected an object of named listeners");
 	for (size_t i = 0; i < obj->n; i++) {
 		const struct hocon_member *m = &obj->members[i];
-		size_t old = path_push(ld, m->key);
+		size_t old = cfgr_path_push(ld, m->key);
 		bool ok = true;
 		if (m->value->type == HOCON_STRING && strcmp(m->value->str, "marked_for_deletion") == 0) {
 			if (strcmp(m->key, "default") == 0) {
@@ -1000,30 +672,30 @@ static bool load_listener_type(struct ld *ld, const struct hocon_member *tm, enu
 			if (l)
 				l->enable = false;
 		} else if (m->value->type != HOCON_OBJECT) {
-			ok = fail(ld, m, "expected a listener object or marked_for_deletion");
+			ok = cfgr_fail(ld, m, "expected a listener object or marked_for_deletion");
 		} else {
 			struct cfg_listener *l = find_listener(ld->cfg, t, m->key);
 			if (!l)
 				l = add_listener(ld->cfg, t, m->key, t == CFG_LISTENER_SSL ? "8883" : "1883", false);
 			l->file = intern(ld->cfg, m->file);
 			l->line = m->line;
-			ok = load_fields(ld, m, m->value, listener_fields, l);
+			ok = cfgr_load_fields(ld, m, m->value, listener_fields, l);
 		}
-		path_pop(ld, old);
+		cfgr_path_pop(ld, old);
 		if (!ok)
 			return false;
 	}
 	return true;
 }
 
-static bool load_listeners(struct ld *ld, const struct hocon_member *lm, struct deleted *del)
+static bool load_listeners(struct cfg_reader *ld, const struct hocon_member *lm, struct deleted *del)
 {
 	const struct hocon_node *obj = lm->value;
 	if (obj->type != HOCON_OBJECT)
-		return fail(ld, lm, "expected an object");
+		return cfgr_fail(ld, lm, "expected an object");
 	for (size_t i = 0; i < obj->n; i++) {
 		const struct hocon_member *m = &obj->members[i];
-		size_t old = path_push(ld, m->key);
+		size_t old = cfgr_path_push(ld, m->key);
 		bool ok;
 		if (strcmp(m->key, "tcp") == 0) {
 			ok = load_listener_type(ld, m, CFG_LISTENER_TCP, del);
@@ -1033,7 +705,7 @@ static bool load_listeners(struct ld *ld, const struct hocon_member *lm, struct 
 			/* Deleting a listener type we do not have yet is fine; configuring one is not. */
 			ok = true;
 			if (m->value->type != HOCON_OBJECT) {
-				ok = unsupported(ld, m);
+				ok = cfgr_unsupported(ld, m);
 			} else {
 				for (size_t k = 0; k < m->value->n && ok; k++) {
 					const struct hocon_member *x = &m->value->members[k];
@@ -1043,16 +715,16 @@ static bool load_listeners(struct ld *ld, const struct hocon_member *lm, struct 
 						off = en && en->value->type == HOCON_BOOL && !en->value->boolean;
 					}
 					if (!off) {
-						size_t o2 = path_push(ld, x->key);
-						ok = unsupported(ld, x);
-						path_pop(ld, o2);
+						size_t o2 = cfgr_path_push(ld, x->key);
+						ok = cfgr_unsupported(ld, x);
+						cfgr_path_pop(ld, o2);
 					}
 				}
 			}
 		} else {
-			ok = unknown(ld, m);
+			ok = cfgr_unknown(ld, m);
 		}
-		path_pop(ld, old);
+		cfgr_path_pop(ld, old);
 		if (!ok)
 			return false;
 	}
@@ -1063,112 +735,112 @@ static bool load_listeners(struct ld *ld, const struct hocon_member *lm, struct 
 
 #define CF(f) offsetof(struct config, f)
 
-static bool custom_log_console(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_log_console(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct config *cfg = target;
 	const struct hocon_node *obj = m->value;
 	if (obj->type != HOCON_OBJECT)
-		return fail(ld, m, "expected an object");
+		return cfgr_fail(ld, m, "expected an object");
 	for (size_t i = 0; i < obj->n; i++) {
 		const struct hocon_member *x = &obj->members[i];
-		size_t old = path_push(ld, x->key);
+		size_t old = cfgr_path_push(ld, x->key);
 		bool ok = true;
 		if (strcmp(x->key, "level") == 0) {
 			enum log_level lvl;
-			const char *s = scalar(x->value);
+			const char *s = cfgr_scalar(x->value);
 			if (!s || !log_level_parse(s, &lvl))
-				ok = fail(ld, x, "expected debug, info, warning or error");
+				ok = cfgr_fail(ld, x, "expected debug, info, warning or error");
 			else
 				cfg->log_level = (int)lvl;
 		} else if (!strcmp(x->key, "enable") || !strcmp(x->key, "formatter") || !strcmp(x->key, "time_offset") ||
 			   !strcmp(x->key, "single_line") || !strcmp(x->key, "chars_limit") ||
 			   !strcmp(x->key, "max_depth") || !strcmp(x->key, "timestamp_format") ||
 			   !strcmp(x->key, "payload_encode")) {
-			warn_ignored(ld, x);
+			cfgr_warn_ignored(ld, x);
 		} else {
-			ok = unknown(ld, x);
+			ok = cfgr_unknown(ld, x);
 		}
-		path_pop(ld, old);
+		cfgr_path_pop(ld, old);
 		if (!ok)
 			return false;
 	}
 	return true;
 }
 
-static const struct field log_fields[] = {
-	{ "console", F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
-	{ "console_handler", F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
-	{ "file", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "file_handlers", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "audit", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "throttling", F_IGNORED, 0, 0, 0, NULL, NULL },
+static const struct cfg_field log_fields[] = {
+	{ "console", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
+	{ "console_handler", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_log_console },
+	{ "file", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "file_handlers", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "audit", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "throttling", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static const struct field node_fields[] = {
-	{ "data_dir", F_STRING, CF(data_dir), 0, 0, NULL, NULL },
-	{ "workers", F_U32, CF(workers), 0, 256, NULL, NULL },
-	{ "name", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "cookie", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "process_limit", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "max_ports", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "dist_buffer_size", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "max_ets_tables", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "global_gc_interval", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "crash_dump_file", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "crash_dump_seconds", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "crash_dump_bytes", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "dist_net_ticktime", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "backtrace_depth", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "applications", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "etc_dir", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "role", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "broker_pool_size", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "generic_pool_size", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "channel_cleanup_batch_size", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "tls_server_session_tickets_amount", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "tls_server_session_ticket_lifetime", F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "tls_stateless_tickets_seed", F_IGNORED, 0, 0, 0, NULL, NULL },
+static const struct cfg_field node_fields[] = {
+	{ "data_dir", CFG_F_STRING, CF(data_dir), 0, 0, NULL, NULL },
+	{ "workers", CFG_F_U32, CF(workers), 0, 256, NULL, NULL },
+	{ "name", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "cookie", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "process_limit", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_ports", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "dist_buffer_size", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "max_ets_tables", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "global_gc_interval", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_file", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_seconds", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "crash_dump_bytes", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "dist_net_ticktime", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "backtrace_depth", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "applications", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "etc_dir", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "role", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "broker_pool_size", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "generic_pool_size", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "channel_cleanup_batch_size", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_server_session_tickets_amount", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_server_session_ticket_lifetime", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tls_stateless_tickets_seed", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static bool custom_fsync(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_fsync(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct config *cfg = target;
 	static const char *const names[] = { "always", "batch", "never", NULL };
 	int v;
-	if (!get_enum(ld, m, names, &v))
+	if (!cfgr_enum(ld, m, names, &v))
 		return false;
 	cfg->fsync = (enum cfg_fsync)v;
 	return true;
 }
 
-static bool custom_crl_fail_mode(struct ld *ld, const struct hocon_member *m, void *target)
+static bool custom_crl_fail_mode(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	return custom_fail_mode(ld, m, &((struct cfg_crl_cache *)target)->fail_closed);
 }
 
 #define CC(f) offsetof(struct cfg_crl_cache, f)
-static const struct field crl_cache_fields[] = {
-	{ "refresh_interval", F_DURATION_MS, CC(refresh_interval_ms), 0, 0, NULL, NULL },
-	{ "http_timeout", F_DURATION_MS, CC(http_timeout_ms), 0, 0, NULL, NULL },
-	{ "capacity", F_U32, CC(capacity), 1, 1000000, NULL, NULL },
-	{ "fail_mode", F_CUSTOM, 0, 0, 0, NULL, custom_crl_fail_mode },
-	{ "failure_threshold", F_IGNORED, 0, 0, 0, NULL, NULL },
+static const struct cfg_field crl_cache_fields[] = {
+	{ "refresh_interval", CFG_F_DURATION_MS, CC(refresh_interval_ms), 0, 0, NULL, NULL },
+	{ "http_timeout", CFG_F_DURATION_MS, CC(http_timeout_ms), 0, 0, NULL, NULL },
+	{ "capacity", CFG_F_U32, CC(capacity), 1, 1000000, NULL, NULL },
+	{ "fail_mode", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_crl_fail_mode },
+	{ "failure_threshold", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
 #define PS(f) offsetof(struct cfg_psk, f)
-static const struct field psk_fields[] = {
-	{ "enable", F_BOOL, PS(enable), 0, 0, NULL, NULL },
-	{ "init_file", F_STRING, PS(init_file), 0, 0, NULL, NULL },
-	{ "separator", F_STRING, PS(separator), 0, 0, NULL, NULL },
-	{ "chunk_size", F_IGNORED, 0, 0, 0, NULL, NULL },
+static const struct cfg_field psk_fields[] = {
+	{ "enable", CFG_F_BOOL, PS(enable), 0, 0, NULL, NULL },
+	{ "init_file", CFG_F_STRING, PS(init_file), 0, 0, NULL, NULL },
+	{ "separator", CFG_F_STRING, PS(separator), 0, 0, NULL, NULL },
+	{ "chunk_size", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
-static const struct field durable_fields[] = {
-	{ "fsync", F_CUSTOM, 0, 0, 0, NULL, custom_fsync },
+static const struct cfg_field durable_fields[] = {
+	{ "fsync", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_fsync },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
@@ -1194,36 +866,36 @@ static bool in_list(const char *const *list, const char *key)
 	return false;
 }
 
-static bool load_root(struct ld *ld, const struct hocon_node *root)
+static bool load_root(struct cfg_reader *ld, const struct hocon_node *root)
 {
 	struct config *cfg = ld->cfg;
 	struct deleted del = { 0 };
 	for (size_t i = 0; i < root->n; i++) {
 		const struct hocon_member *m = &root->members[i];
-		size_t old = path_push(ld, m->key);
+		size_t old = cfgr_path_push(ld, m->key);
 		bool ok;
 		if (strcmp(m->key, "mqtt") == 0)
-			ok = load_fields(ld, m, m->value, mqtt_fields, &cfg->mqtt);
+			ok = cfgr_load_fields(ld, m, m->value, mqtt_fields, &cfg->mqtt);
 		else if (strcmp(m->key, "listeners") == 0)
 			ok = load_listeners(ld, m, &del);
 		else if (strcmp(m->key, "node") == 0)
-			ok = load_fields(ld, m, m->value, node_fields, cfg);
+			ok = cfgr_load_fields(ld, m, m->value, node_fields, cfg);
 		else if (strcmp(m->key, "log") == 0)
-			ok = load_fields(ld, m, m->value, log_fields, cfg);
+			ok = cfgr_load_fields(ld, m, m->value, log_fields, cfg);
 		else if (strcmp(m->key, "durable_storage") == 0)
-			ok = load_fields(ld, m, m->value, durable_fields, cfg);
+			ok = cfgr_load_fields(ld, m, m->value, durable_fields, cfg);
 		else if (strcmp(m->key, "crl_cache") == 0)
-			ok = load_fields(ld, m, m->value, crl_cache_fields, &cfg->crl_cache);
+			ok = cfgr_load_fields(ld, m, m->value, crl_cache_fields, &cfg->crl_cache);
 		else if (strcmp(m->key, "psk_authentication") == 0)
-			ok = load_fields(ld, m, m->value, psk_fields, &cfg->psk);
+			ok = cfgr_load_fields(ld, m, m->value, psk_fields, &cfg->psk);
 		else if (in_list(ignored_roots, m->key)) {
-			warn_ignored(ld, m);
+			cfgr_warn_ignored(ld, m);
 			ok = true;
 		} else if (in_list(unsupported_roots, m->key))
-			ok = unsupported(ld, m);
+			ok = cfgr_unsupported(ld, m);
 		else
-			ok = unknown(ld, m);
-		path_pop(ld, old);
+			ok = cfgr_unknown(ld, m);
+		cfgr_path_pop(ld, old);
 		if (!ok)
 			return false;
 	}
@@ -1239,8 +911,8 @@ static bool load_root(struct ld *ld, const struct hocon_node *root)
 }
 
 /* A one-line "file:line: listeners.ssl.NAME.ssl_options: msg" error. */
-static bool ssl_fail(struct ld *ld, const struct cfg_listener *l, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool ssl_fail(struct ld *ld, const struct cfg_listener *l, const char *fmt, ...)
+static bool ssl_fail(struct cfg_reader *ld, const struct cfg_listener *l, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool ssl_fail(struct cfg_reader *ld, const struct cfg_listener *l, const char *fmt, ...)
 {
 	char msg[400];
 	va_list ap;
@@ -1253,7 +925,7 @@ static bool ssl_fail(struct ld *ld, const struct cfg_listener *l, const char *fm
 	return false;
 }
 
-static void ssl_warn(struct ld *ld, const struct cfg_listener *l, const char *msg)
+static void ssl_warn(struct cfg_reader *ld, const struct cfg_listener *l, const char *msg)
 {
 	const struct cfg_ssl *ssl = &l->ssl;
 	log_warn("%s:%d: listeners.ssl.%s.ssl_options: %s", ssl->file ? ssl->file : (l->file ? l->file : ld->cfg->source),
@@ -1261,7 +933,7 @@ static void ssl_warn(struct ld *ld, const struct cfg_listener *l, const char *ms
 }
 
 /* Settings that contradict each other refuse to start; settings without effect warn. */
-static bool validate_ssl(struct ld *ld, struct cfg_listener *l)
+static bool validate_ssl(struct cfg_reader *ld, struct cfg_listener *l)
 {
 	struct cfg_ssl *ssl = &l->ssl;
 	if (ssl->n_managed_certs) {
@@ -1307,7 +979,7 @@ static bool validate_ssl(struct ld *ld, struct cfg_listener *l)
 }
 
 /* Checks that need the whole config. */
-static bool validate(struct ld *ld)
+static bool validate(struct cfg_reader *ld)
 {
 	struct config *cfg = ld->cfg;
 	bool psk_listener = false;
@@ -1390,7 +1062,7 @@ static struct config *new_config(const char *source, bool loopback)
 static struct config *load_tree(struct hocon_node *root, const char *source, char *err, size_t errlen)
 {
 	struct config *cfg = new_config(source, false);
-	struct ld ld = { .err = err, .errlen = errlen, .cfg = cfg };
+	struct cfg_reader ld = { .err = err, .errlen = errlen, .cfg = cfg };
 	bool ok = load_root(&ld, root) && validate(&ld);
 	hocon_free(root);
 	if (!ok) {
@@ -1448,7 +1120,7 @@ void config_free(struct config *cfg)
 		free(l->ssl.password);
 		free(l->ssl.ciphers);
 		free(l->ssl.ciphersuites);
-		free_strv(l->ssl.crlfiles);
+		cfgr_free_list(l->ssl.crlfiles);
 		for (size_t k = 0; k < l->ssl.n_ext_key_usage_oids; k++)
 			free(l->ssl.ext_key_usage_oids[k]);
 		free(l->ssl.ext_key_usage_oids);
