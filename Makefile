@@ -18,9 +18,11 @@ OPT     := -O2 -g
 endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-format-truncation -Wstrict-prototypes -Wmissing-prototypes
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -Isrc -MMD -MP
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -pthread -Isrc $(DEPCFLAGS) -MMD -MP
 LDFLAGS += $(SANFLAGS) -pthread
-LDLIBS  := -lcurl -lssl -lcrypto -lsqlite3
+DEPS    := libmariadb libpq hiredis jansson libcrypt
+DEPCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
+LDLIBS  := -lcurl -lssl -lcrypto -lsqlite3 $(shell pkg-config --libs $(DEPS) 2>/dev/null)
 
 SRCS    := $(shell find src -name '*.c' | sort)
 OBJS    := $(SRCS:%.c=$(BUILD)/obj/%.o)
@@ -67,7 +69,7 @@ FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard fuzz/fuzz_
 FUZZ_LIBSRCS := $(filter-out src/main.c,$(SRCS))
 build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRCS)
 	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -Isrc -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIBSRCS) -pthread $(LDLIBS)
+	clang -std=c11 -D_GNU_SOURCE -O1 -g -Isrc $(DEPCFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIBSRCS) -pthread $(LDLIBS)
 fuzz: $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do n=$${t#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus-$$n; \
 	  echo "== $$t ($(FUZZ_SECONDS)s)"; $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -12; done
