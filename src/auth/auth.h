@@ -47,10 +47,10 @@ struct auth_outcome {
 	bool anonymous;             /* ALLOW by an empty chain */
 	bool is_superuser;
 	int64_t expire_at;          /* wall seconds, 0 = never */
-	char *acl;                  /* taken over by the receiver (free) */
-	char *client_attrs;         /* taken over */
-	char *clientid_override;    /* taken over */
-	uint8_t *auth_data;         /* taken over: enhanced authentication data to send */
+	char *acl;                  /* owned by the receiver (free it) */
+	char *client_attrs;         /* owned by the receiver */
+	char *clientid_override;    /* owned by the receiver */
+	uint8_t *auth_data;         /* owned by the receiver: enhanced authentication data to send */
 	size_t auth_data_len;
 	const char *by;             /* id of the authenticator that decided, or "chain" */
 	char reason[200];
@@ -66,8 +66,10 @@ struct auth_chain *auth_chain_for(struct auth_system *s, const struct cfg_listen
 /* True when the chain has no enabled authenticator (anonymous clients are allowed). */
 bool auth_chain_empty(const struct auth_chain *c);
 
-/* Authenticate req (copied) through chain c; done(arg, outcome) runs on loop l exactly
- * once, unless auth_cancel was called first (on l's thread). */
+/* Authenticate req (copied) through chain c; done(arg, outcome) runs later on loop l
+ * (never inside auth_start), once per step, unless auth_cancel was called first (on l's
+ * thread). The receiver owns the outcome's heap fields. Release the attempt with
+ * auth_cancel when done with it (also after a final outcome). */
 struct auth_attempt *auth_start(struct auth_chain *c, const struct authn_request *req, struct loop *l, auth_done_fn done,
 				void *arg);
 /* Enhanced authentication: the client answered an AUTHN_CONTINUE with AUTH data; done

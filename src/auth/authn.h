@@ -91,7 +91,8 @@ void authn_done(struct authn_call *call, struct authn_result *res);
 const struct authn_request *authn_call_request(const struct authn_call *call);
 /* Per-call scratch slot for multi-step (enhanced) authentication; NULL initially. The
  * authenticator frees what it stores when the call ends (auth_end) or when it answers
- * ALLOW/DENY. */
+ * ALLOW/DENY. Store one malloc'd block: when the authenticator is already destroyed
+ * (shutdown), the core frees it with free(). */
 void **authn_call_state(struct authn_call *call);
 /* True once the client went away; an authenticator may stop early (it must still call
  * authn_done). */

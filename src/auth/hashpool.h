@@ -28,4 +28,13 @@ bool hashpool_submit(struct hashpool *p, void (*work)(void *arg), struct loop *l
 /* Jobs waiting or running (for status output). */
 size_t hashpool_backlog(struct hashpool *p);
 
+/* ---- Added after the original interface (hashpool.c owner). ---- */
+
+/* hashpool_submit with a drop callback: when hashpool_free discards the job before it ran,
+ * drop(arg) runs instead (on the thread calling hashpool_free, after the pool threads have
+ * stopped), so the submitter can answer and release what arg holds. drop NULL behaves
+ * like hashpool_submit. */
+bool hashpool_submit_drop(struct hashpool *p, void (*work)(void *arg), struct loop *l, void (*done)(void *arg),
+			  void (*drop)(void *arg), void *arg);
+
 #endif

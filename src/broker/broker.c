@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
+#include "auth/hashpool.h"
 #include "broker/client.h"
 #include "broker/msg.h"
 #include "broker/publish.h"
@@ -245,13 +247,13 @@ static void worker_shutdown(void *arg)
 		if (li->regs && w->id < li->nregs)
 			loop_del(w->loop, &li->regs[w->id].io);
 	}
-	hmap_for_each(&w->sessions_by_cid, it) {
-		struct session *s = container_of(it, struct session, by_cid);
-		struct client *c = s->client;
-		if (!c)
+	/* Every connection, also those still connecting or authenticating. */
+	list_for_each_safe(it, &w->clients) {
+		struct client *c = container_of(it, struct client, wlink);
+		if (conn_closing(&c->conn))
 			continue;
 		c->normal_disconnect = true; /* the broker is leaving, not the client: no will */
-		if (c->version == MQTT_V5) {
+		if (c->version == MQTT_V5 && c->state == CL_CONNECTED) {
 			struct buf bb = { 0 };
 			mqtt_encode_disconnect(&bb, MQTT_V5, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
 			conn_write(&c->conn, bb.data, bb.len);
@@ -362,6 +364,8 @@ static void run_on_workers(struct main_ctx *mc, struct gather *g, void (*fn)(voi
 static bool reload_tls(struct broker *b, struct buf *report)
 {
 	bool ok = true;
+	if (b->auth && !auth_reload(b->auth, report))
+		ok = false;
 	if (b->revoke) {
 		char *rep = NULL;
 		if (!revoke_reload_files(b->revoke, &rep))
@@ -401,6 +405,15 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 		buf_free(&rep);
 		return;
 	}
+	if (strcmp(argv[0], "users") == 0) {
+		struct buf out = { 0 };
+		bool ok = b->auth && auth_ctl(b->auth, argc, argv, &out);
+		if (!b->auth)
+			buf_printf(&out, "authentication is not configured\n");
+		ctl_reply(req, ok, (const char *)out.data ? (const char *)out.data : "", out.len);
+		buf_free(&out);
+		return;
+	}
 	if (strcmp(argv[0], "certs") == 0) {
 		struct buf out = { 0 };
 		bool ok = tls_bundles_ctl(b->cfg->data_dir, b->cfg, argc, argv, &out);
@@ -433,7 +446,8 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 			return;
 		}
 	}
-	ctl_replyf(req, false, "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, certs ...)\n",
+	ctl_replyf(req, false,
+		   "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, users ..., certs ...)\n",
 		   argv[0]);
 }
 
@@ -617,6 +631,33 @@ static bool start_revocation(struct broker *b, struct loop *main_loop, char *err
 	return true;
 }
 
+static void drain_workers(struct broker *b)
+{
+	for (int round = 0; round < 8; round++) {
+		size_t n = 0;
+		for (int i = 0; i < b->nworkers; i++)
+			n += loop_drain(b->workers[i].loop);
+		if (!n)
+			break;
+	}
+}
+
+/* The hashing pool (cores - 1 threads, at least one) and every authentication chain. */
+static bool start_auth_system(struct broker *b, struct loop *main_loop, char *err, size_t errlen)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	b->hashpool = hashpool_new(cores > 2 ? (unsigned)(cores - 1) : 1u, 1024);
+	struct authn_env env = {
+		.cfg = b->cfg,
+		.http = b->http,
+		.main_loop = main_loop,
+		.hashpool = b->hashpool,
+		.data_dir = b->cfg->data_dir,
+	};
+	b->auth = auth_system_new(b->cfg, &env, err, errlen);
+	return b->auth != NULL;
+}
+
 /* Certificates named in the config must load before anything is created on disk. */
 static bool check_tls_configs(const struct config *cfg, char *err, size_t errlen)
 {
@@ -705,6 +746,7 @@ int broker_main(struct config *cfg, const char *config_path)
 		loop_set_user(w->loop, w);
 		hmap_init(&w->sessions_by_cid);
 		hmap_init(&w->sessions_by_id);
+		list_init(&w->clients);
 		worker_outbox_init(w);
 		loops[i] = w->loop;
 	}
@@ -714,6 +756,11 @@ int broker_main(struct config *cfg, const char *config_path)
 		goto out_free;
 	}
 	if (!start_revocation(b, mc.loop, err, sizeof err)) {
+		log_error("%s", err);
+		free(loops);
+		goto out_free;
+	}
+	if (!start_auth_system(b, mc.loop, err, sizeof err)) {
 		log_error("%s", err);
 		free(loops);
 		goto out_free;
@@ -750,20 +797,25 @@ int broker_main(struct config *cfg, const char *config_path)
 	for (int i = 0; i < b->nworkers; i++)
 		pthread_join(b->workers[i].thread, NULL);
 	/* Deliveries still travelling between workers land in their (offline) sessions. */
-	for (int round = 0; round < 4; round++) {
-		size_t n = 0;
-		for (int i = 0; i < b->nworkers; i++)
-			n += loop_drain(b->workers[i].loop);
-		if (!n)
-			break;
-	}
+	drain_workers(b);
+	/* The hashing pool and authenticators' backend threads may still answer calls of
+	 * clients that are gone: stop them while the loops they post to exist, then run what
+	 * they posted. */
+	hashpool_free(b->hashpool);
+	b->hashpool = NULL;
+	drain_workers(b);
+	auth_system_free(b->auth);
+	b->auth = NULL;
+	drain_workers(b);
 	close(mc.sig.fd);
 	status = 0;
 	log_info("bulwark stopped");
 out_free:
 	free_all(b);
+	auth_system_free(b->auth);
 	revoke_free(b->revoke);
 	http_client_free(b->http);
+	hashpool_free(b->hashpool);
 	if (b->store)
 		store_close(b->store);
 out_unlock:

@@ -35,6 +35,8 @@ struct msg;
 struct session;
 struct revoke;
 struct http_client;
+struct auth_system;
+struct hashpool;
 
 /* A delivery travelling to another worker. */
 struct xdlv {
@@ -62,6 +64,7 @@ struct worker {
 	struct hmap sessions_by_cid;   /* struct session.by_cid */
 	struct hmap sessions_by_id;    /* struct session.by_id */
 	size_t nclients;               /* connections currently attached to sessions here */
+	struct list clients;           /* every client connection owned by this worker (struct client.wlink) */
 	struct outbox *outboxes;       /* [nworkers], indexed by destination */
 	struct loop_task outbox_task;  /* hands outboxes over at the end of the iteration */
 	struct worker_stats stats;
@@ -76,7 +79,9 @@ struct broker {
 	struct retain_store *retained;
 	struct store *store;           /* NULL: no persistence */
 	struct revoke *revoke;         /* NULL when no listener checks revocation */
-	struct http_client *http;      /* outbound HTTP (CRL/OCSP fetches) */
+	struct http_client *http;      /* outbound HTTP (CRL/OCSP fetches, auth backends) */
+	struct hashpool *hashpool;     /* slow password hashing */
+	struct auth_system *auth;      /* authentication chains */
 	struct listener *listeners;
 	size_t nlisteners;
 	atomic_uint_fast64_t next_session_id;

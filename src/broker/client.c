@@ -171,6 +171,13 @@ static void on_open(struct conn *conn)
 
 static void dispatch(struct client *c, const struct mqtt_fixed *fx, const uint8_t *body)
 {
+	if (c->state == CL_AUTHENTICATING) {
+		if (fx->type == MQTT_AUTH)
+			client_handle_auth(c, fx->flags, body, fx->remaining);
+		else
+			client_protocol_error(c, MQTT_RC_PROTOCOL_ERROR, "packet other than AUTH during authentication");
+		return;
+	}
 	if (c->state == CL_NEW) {
 		if (fx->type != MQTT_CONNECT) {
 			log_info("client %s: first packet is %s, not CONNECT; closing", c->conn.peer_str,
@@ -283,6 +290,9 @@ static void on_close(struct conn *conn, const char *reason)
 	struct client *c = client_of(conn);
 	char name[128];
 	timer_cancel(&c->timer);
+	timer_cancel(&c->expire_timer);
+	if (list_linked(&c->wlink))
+		list_del_init(&c->wlink);
 	if (c->sess) {
 		client_detach(c, reason);
 	} else if (c->quiet_close) {
@@ -318,6 +328,8 @@ static void client_free(struct conn *conn)
 	free(c->client_id);
 	free(c->username);
 	free(c->mountpoint);
+	free(c->authn_acl);
+	free(c->client_attrs);
 	free(c);
 }
 
@@ -351,10 +363,12 @@ void client_accept(struct listener *li, struct loop *l, int fd, const struct soc
 	}
 	struct client *c = xcalloc(1, sizeof *c);
 	c->w = w;
+	list_push_back(&w->clients, &c->wlink);
 	c->state = CL_NEW;
 	hmap_init(&c->alias_in);
 	hmap_init(&c->alias_out);
 	timer_init(&c->timer, on_timer);
+	timer_init(&c->expire_timer, NULL);
 	conn_init(&c->conn, l, fd, tp, state, &client_handler, li, peer, peerlen);
 	c->last_rx_ms = loop_now(l);
 	/* TLS: the handshake has its own deadline; idle_timeout then runs until CONNECT. */

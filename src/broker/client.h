@@ -38,13 +38,15 @@ struct client_cert {
 
 enum client_state {
 	CL_NEW,
-	CL_CONNECTING,
+	CL_CONNECTING,      /* checks running (revocation, authentication) or moving to its worker */
+	CL_AUTHENTICATING,  /* MQTT 5 enhanced authentication: AUTH packets are being exchanged */
 	CL_CONNECTED,
 };
 
 struct client {
 	struct conn conn;            /* first member: a conn * is a client * */
 	struct worker *w;
+	struct list wlink;           /* in w->clients: every connection this worker owns */
 	struct session *sess;
 	uint8_t state;
 	uint8_t version;             /* 3, 4, 5 once CONNECT is decoded */
@@ -62,6 +64,11 @@ struct client {
 	char *username;              /* NULL when none (may hold binary bytes when mapped from crt) */
 	size_t username_len;
 	struct client_cert *cert;    /* NULL without a verified certificate identity */
+	bool is_superuser;           /* from authentication: bypasses authorization */
+	char *authn_acl;             /* ACL rules granted by authentication (JSON), or NULL */
+	char *client_attrs;          /* client attributes from authentication (JSON object), or NULL */
+	int64_t authn_expire_at;     /* wall seconds when authentication expires, 0 = never */
+	struct timer expire_timer;   /* disconnects at authn_expire_at */
 	char *mountpoint;            /* resolved, NULL when none */
 	size_t mp_len;
 	struct timer timer;          /* idle timeout before CONNECT, then keepalive */
@@ -101,6 +108,7 @@ void client_handle_ack(struct client *c, uint8_t type, uint8_t flags, const uint
 void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
 void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
 void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
+void client_handle_auth(struct client *c, uint8_t flags, const uint8_t *body, size_t len);
 /* Release CONNECT parameters held while connecting (safe when none). */
 void client_connect_req_free(struct client *c);
 /* Shared helpers between the client_*.c files. */

@@ -9,6 +9,12 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <openssl/crypto.h>
+
+#include "auth/auth.h"
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/msg.h"
@@ -26,6 +32,8 @@
 #include "tls/revoke.h"
 #include "tls/tls.h"
 
+static void auth_expired(struct timer *t);
+
 /* What CONNECT asked for, kept while the connection moves to its session's worker. */
 struct connect_req {
 	bool clean_start;
@@ -34,6 +42,15 @@ struct connect_req {
 	struct msg *will;
 	uint32_t will_delay;
 	struct revoke_wait *revoke_wait; /* revocation check before CONNACK, while running */
+	struct auth_attempt *auth;       /* authentication, from start to CONNACK */
+	uint8_t *password;               /* CONNECT's password (copied: the read buffer moves on) */
+	size_t password_len;
+	bool has_password;
+	char *auth_method;               /* v5 enhanced authentication */
+	uint8_t *auth_data;
+	size_t auth_data_len;
+	uint8_t *final_auth_data;        /* sent in CONNACK (SCRAM server-final) */
+	size_t final_auth_data_len;
 };
 
 static const struct cfg_mqtt *mq(const struct client *c)
@@ -45,8 +62,16 @@ void client_connect_req_free(struct client *c)
 {
 	if (!c->pending)
 		return;
-	if (c->pending->revoke_wait)
-		revoke_cancel(c->pending->revoke_wait);
+	struct connect_req *req = c->pending;
+	if (req->revoke_wait)
+		revoke_cancel(req->revoke_wait);
+	auth_cancel(req->auth);
+	if (req->password)
+		OPENSSL_cleanse(req->password, req->password_len);
+	free(req->password);
+	free(req->auth_method);
+	free(req->auth_data);
+	free(req->final_auth_data);
 	msg_unref(c->pending->will);
 	free(c->pending);
 	c->pending = NULL;
@@ -291,6 +316,17 @@ static void send_connack(struct client *c, bool present, bool assigned)
 			p.present |= MQTT_P_SERVER_KEEP_ALIVE;
 			p.server_keep_alive = (uint16_t)m->server_keepalive_s;
 		}
+		const struct connect_req *req = c->pending;
+		if (req && req->auth_method) {
+			p.present |= MQTT_P_AUTH_METHOD;
+			p.auth_method.p = (const uint8_t *)req->auth_method;
+			p.auth_method.len = (uint32_t)strlen(req->auth_method);
+			if (req->final_auth_data) {
+				p.present |= MQTT_P_AUTH_DATA;
+				p.auth_data.p = req->final_auth_data;
+				p.auth_data.len = (uint32_t)req->final_auth_data_len;
+			}
+		}
 		mqtt_encode_connack(&b, MQTT_V5, present, MQTT_RC_SUCCESS, &p);
 	}
 	conn_write(&c->conn, b.data, b.len);
@@ -382,6 +418,11 @@ static void complete_connect(struct client *c)
 		 c->keepalive, present);
 	client_connect_req_free(c);
 	client_arm_keepalive(c);
+	if (c->authn_expire_at) {
+		int64_t left = c->authn_expire_at - clock_wall_s();
+		c->expire_timer.cb = auth_expired;
+		timer_arm(c->conn.loop, &c->expire_timer, left > 0 ? (uint64_t)left * 1000u : 1);
+	}
 	if (c->cert && c->cert->nrefs && c->conn.listener->cfg->ssl.ocsp_client.enable && c->w->b->revoke) {
 		revoke_ocsp_retain(c->w->b->revoke, &c->cert->refs[0]);
 		c->cert->ocsp_retained = true;
@@ -396,12 +437,15 @@ static void after_migrate(struct conn *conn, void *arg)
 	(void)arg;
 	struct client *c = client_of(conn);
 	c->w = worker_current();
+	list_push_back(&c->w->clients, &c->wlink);
 	if (c->w->stopping) {
 		conn_close(conn, "server shutting down");
 		return;
 	}
 	complete_connect(c);
 }
+
+static void start_auth(struct client *c);
 
 /* Hand the connection to the worker owning its client ID (or stay), then attach. */
 static void route_to_owner(struct client *c)
@@ -412,6 +456,7 @@ static void route_to_owner(struct client *c)
 		return;
 	}
 	timer_cancel(&c->timer);
+	list_del_init(&c->wlink); /* the new owner lists it on arrival */
 	conn_pause_read(&c->conn);
 	conn_migrate(&c->conn, owner->loop, after_migrate, NULL);
 }
@@ -422,13 +467,183 @@ static void revocation_done(void *arg, enum revoke_verdict v, const char *why)
 	c->pending->revoke_wait = NULL;
 	conn_resume_read(&c->conn);
 	if (v == REVOKE_GOOD) {
-		route_to_owner(c);
+		start_auth(c);
 		return;
 	}
 	char msg[300];
 	snprintf(msg, sizeof msg, "%s: %s", v == REVOKE_REVOKED ? "certificate revoked" : "revocation check failed",
 		 why && *why ? why : "no detail");
 	refuse(c, MQTT_RC_NOT_AUTHORIZED, msg);
+}
+
+static void auth_expired(struct timer *t)
+{
+	struct client *c = container_of(t, struct client, expire_timer);
+	char name[128];
+	log_info("client %s: authentication expired, disconnecting",
+		 c->client_id ? client_safe(c->client_id, strlen(c->client_id), name, sizeof name) : c->conn.peer_str);
+	client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "authentication expired");
+}
+
+/* Send AUTH (continue authentication) with the authenticator's data. */
+static void send_auth_continue(struct client *c, const uint8_t *data, size_t len)
+{
+	struct mqtt_props p;
+	memset(&p, 0, sizeof p);
+	p.present = MQTT_P_AUTH_METHOD;
+	p.auth_method.p = (const uint8_t *)c->pending->auth_method;
+	p.auth_method.len = (uint32_t)strlen(c->pending->auth_method);
+	if (data) {
+		p.present |= MQTT_P_AUTH_DATA;
+		p.auth_data.p = data;
+		p.auth_data.len = (uint32_t)len;
+	}
+	struct buf b = { 0 };
+	mqtt_encode_auth(&b, MQTT_RC_CONTINUE_AUTHENTICATION, &p);
+	conn_write(&c->conn, b.data, b.len);
+	buf_free(&b);
+}
+
+/* Apply an accepted authentication: superuser, granted ACL and attributes, expiry, a
+ * client ID override. Returns false (refused) when the override is not a valid ID. */
+static bool accept_auth(struct client *c, struct auth_outcome *o)
+{
+	c->is_superuser = o->is_superuser;
+	free(c->authn_acl);
+	c->authn_acl = o->acl;
+	o->acl = NULL;
+	free(c->client_attrs);
+	c->client_attrs = o->client_attrs;
+	o->client_attrs = NULL;
+	if (o->expire_at) {
+		int64_t left = o->expire_at - clock_wall_s();
+		if (left <= 0) {
+			refuse(c, MQTT_RC_NOT_AUTHORIZED, "authentication already expired");
+			return false;
+		}
+		c->authn_expire_at = o->expire_at;
+	}
+	if (o->clientid_override && *o->clientid_override) {
+		size_t len = strlen(o->clientid_override);
+		if (len > mq(c)->max_clientid_len) {
+			refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID, "client ID override from authentication is too long");
+			return false;
+		}
+		free(c->client_id);
+		c->client_id = o->clientid_override;
+		o->clientid_override = NULL;
+		c->pending->assigned_id = true; /* v5: tell the client its new ID */
+	}
+	if (o->auth_data) {
+		c->pending->final_auth_data = o->auth_data;
+		c->pending->final_auth_data_len = o->auth_data_len;
+		o->auth_data = NULL;
+	}
+	return true;
+}
+
+static void auth_done(void *arg, struct auth_outcome *o)
+{
+	struct client *c = arg;
+	struct connect_req *req = c->pending;
+	switch (o->verdict) {
+	case AUTHN_CONTINUE:
+		c->state = CL_AUTHENTICATING;
+		send_auth_continue(c, o->auth_data, o->auth_data_len);
+		conn_resume_read(&c->conn);
+		break;
+	case AUTHN_ALLOW:
+		auth_cancel(req->auth);
+		req->auth = NULL;
+		c->state = CL_CONNECTING;
+		conn_resume_read(&c->conn);
+		if (accept_auth(c, o))
+			route_to_owner(c);
+		break;
+	default: {
+		auth_cancel(req->auth);
+		req->auth = NULL;
+		char why[300];
+		snprintf(why, sizeof why, "authentication failed (%s%s%s)", o->by, o->reason[0] ? ": " : "", o->reason);
+		refuse(c, o->rc ? o->rc : MQTT_RC_NOT_AUTHORIZED, why);
+		break;
+	}
+	}
+	free(o->acl);
+	free(o->client_attrs);
+	free(o->clientid_override);
+	free(o->auth_data);
+}
+
+/* Run the authentication chain of the client's listener (unless enable_authn = false or
+ * the chain is empty), then go on to the session's worker. */
+static void start_auth(struct client *c)
+{
+	struct connect_req *req = c->pending;
+	const struct cfg_listener *lc = c->conn.listener->cfg;
+	struct auth_system *sys = c->w->b->auth;
+	struct auth_chain *chain = sys ? auth_chain_for(sys, lc) : NULL;
+	if (lc->enable_authn == CFG_AUTHN_FALSE || !chain || auth_chain_empty(chain)) {
+		if (req->auth_method) {
+			refuse(c, MQTT_RC_BAD_AUTH_METHOD, "no authenticator handles this authentication method");
+			return;
+		}
+		route_to_owner(c);
+		return;
+	}
+	char host[INET6_ADDRSTRLEN] = "";
+	uint16_t port = 0;
+	const struct sockaddr *sa = (const struct sockaddr *)&c->conn.peer;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		port = ntohs(s4->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		port = ntohs(s6->sin6_port);
+	}
+	struct authn_request r = {
+		.username = c->username,
+		.username_len = c->username_len,
+		.password = req->has_password ? req->password : NULL,
+		.password_len = req->password_len,
+		.client_id = c->client_id,
+		.peerhost = host,
+		.peerport = port,
+		.cert_subject = c->cert ? c->cert->dn : NULL,
+		.cert_common_name = c->cert ? c->cert->cn : NULL,
+		.cert_verified = c->cert != NULL,
+		.listener = lc->id,
+		.proto_version = c->version,
+		.auth_method = req->auth_method,
+		.auth_data = req->auth_data,
+		.auth_data_len = req->auth_data_len,
+	};
+	conn_pause_read(&c->conn);
+	req->auth = auth_start(chain, &r, c->conn.loop, auth_done, c);
+}
+
+void client_handle_auth(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
+{
+	struct mqtt_auth a;
+	uint8_t rc = mqtt_decode_auth(c->version, flags, body, len, &a);
+	if (rc) {
+		refuse(c, rc, "malformed AUTH");
+		return;
+	}
+	struct connect_req *req = c->pending;
+	const struct mqtt_props *p = &a.props;
+	if (a.rc != MQTT_RC_CONTINUE_AUTHENTICATION || !(p->present & MQTT_P_AUTH_METHOD) ||
+	    p->auth_method.len != strlen(req->auth_method) ||
+	    memcmp(p->auth_method.p, req->auth_method, p->auth_method.len) != 0) {
+		refuse(c, MQTT_RC_PROTOCOL_ERROR, "AUTH does not continue the authentication in progress");
+		return;
+	}
+	c->state = CL_CONNECTING;
+	conn_pause_read(&c->conn);
+	auth_step(req->auth, (p->present & MQTT_P_AUTH_DATA) ? p->auth_data.p : NULL,
+		  (p->present & MQTT_P_AUTH_DATA) ? p->auth_data.len : 0);
 }
 
 /* Start the pre-CONNACK revocation check when the handshake left one pending (a CRL to
@@ -515,9 +730,17 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 		refuse(c, rc, "client identifier not valid");
 		return;
 	}
+	if (cp.has_password) {
+		req->has_password = true;
+		req->password = xmemdup(cp.password.p, cp.password.len ? cp.password.len : 1);
+		req->password_len = cp.password.len;
+	}
 	if (c->version == MQTT_V5 && (cp.props.present & MQTT_P_AUTH_METHOD)) {
-		refuse(c, MQTT_RC_BAD_AUTH_METHOD, "enhanced authentication is not enabled");
-		return;
+		req->auth_method = xstrndup((const char *)cp.props.auth_method.p, cp.props.auth_method.len);
+		if (cp.props.present & MQTT_P_AUTH_DATA) {
+			req->auth_data = xmemdup(cp.props.auth_data.p, cp.props.auth_data.len ? cp.props.auth_data.len : 1);
+			req->auth_data_len = cp.props.auth_data.len;
+		}
 	}
 	if (lc->enable_authn == CFG_AUTHN_QUICK_DENY_ANONYMOUS && !c->username_len) {
 		refuse(c, MQTT_RC_NOT_AUTHORIZED, "anonymous clients are denied on this listener");
@@ -549,7 +772,7 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 	/* Checks that need the network answer before CONNACK; reading waits meanwhile. */
 	if (start_revocation_check(c))
 		return;
-	route_to_owner(c);
+	start_auth(c);
 }
 
 void client_handle_disconnect(struct client *c, uint8_t flags, const uint8_t *body, size_t len)

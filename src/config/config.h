@@ -128,6 +128,7 @@ struct cfg_listener {
 	uint64_t proxy_protocol_timeout_ms;
 	struct cfg_cidr *proxy_trusted;   /* proxy_protocol_trusted, default 127.0.0.1/32 */
 	size_t n_proxy_trusted;
+	struct auth_chain_cfg *authn; /* listener `authentication` chain (replaces the global one), NULL = none */
 	struct cfg_ssl ssl;    /* CFG_LISTENER_SSL only */
 	const char *file;
 	int line;
@@ -170,6 +171,16 @@ struct cfg_crl_cache {
 	bool fail_closed;              /* ★ fail_mode = closed: unreachable or expired CRLs refuse */
 };
 
+/* authentication_settings (SPEC §2). */
+struct cfg_authn_settings {
+	bool ignore_backend_failures;  /* default true: a backend failure counts as "ignore" */
+	bool node_cache;               /* cache backend answers */
+	uint64_t cache_ttl_ms;         /* default 1m */
+	uint32_t cache_max_count;      /* default 1000000 */
+};
+
+struct auth_chain_cfg;
+
 struct cfg_psk {
 	bool enable;
 	char *init_file;               /* lines identity<separator>secret */
@@ -192,6 +203,8 @@ struct config {
 	enum cfg_fsync fsync;
 	struct cfg_crl_cache crl_cache;
 	struct cfg_psk psk;
+	struct auth_chain_cfg *authn;  /* global `authentication` chain, NULL = empty */
+	struct cfg_authn_settings authn_settings;
 	/* File names referenced by positions above, owned by the config. */
 	struct cfg_string *strings;
 };

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/auth.h"
 #include "config/cfgread.h"
 #include "config/hocon.h"
 #include "config/values.h"
@@ -564,6 +565,14 @@ static bool custom_proxy_trusted(struct cfg_reader *ld, const struct hocon_membe
 	return ok;
 }
 
+static bool custom_listener_authn(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	auth_config_free(l->authn);
+	l->authn = auth_config_parse(ld, m);
+	return l->authn != NULL;
+}
+
 static const struct cfg_field listener_fields[] = {
 	{ "bind", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_bind },
 	{ "enable", CFG_F_BOOL, LI(enable), 0, 0, NULL, NULL },
@@ -576,7 +585,7 @@ static const struct cfg_field listener_fields[] = {
 	{ "proxy_protocol", CFG_F_BOOL, LI(proxy_protocol), 0, 0, NULL, NULL },
 	{ "proxy_protocol_timeout", CFG_F_DURATION_MS, LI(proxy_protocol_timeout_ms), 0, 0, NULL, NULL },
 	{ "proxy_protocol_trusted", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_proxy_trusted },
-	{ "authentication", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "authentication", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_listener_authn },
 	{ "max_conn_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "max_conn_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "messages_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
@@ -839,6 +848,26 @@ static const struct cfg_field psk_fields[] = {
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
+#define AS(f) offsetof(struct cfg_authn_settings, f)
+static const struct cfg_field node_cache_fields[] = {
+	{ "enable", CFG_F_BOOL, AS(node_cache), 0, 0, NULL, NULL },
+	{ "cache_ttl", CFG_F_DURATION_MS, AS(cache_ttl_ms), 0, 0, NULL, NULL },
+	{ "max_count", CFG_F_U32, AS(cache_max_count), 1, 100000000, NULL, NULL },
+	{ "max_memory", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_node_cache(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	return cfgr_load_fields(ld, m, m->value, node_cache_fields, target);
+}
+
+static const struct cfg_field authn_settings_fields[] = {
+	{ "ignore_backend_failures", CFG_F_BOOL, AS(ignore_backend_failures), 0, 0, NULL, NULL },
+	{ "node_cache", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_node_cache },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
 static const struct cfg_field durable_fields[] = {
 	{ "fsync", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_fsync },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
@@ -855,7 +884,7 @@ static const char *const ignored_roots[] = {
 };
 
 static const char *const unsupported_roots[] = {
-	"authentication", "authentication_settings", "authorization", "banned", "flapping_detect", NULL,
+	"authorization", "banned", "flapping_detect", NULL,
 };
 
 static bool in_list(const char *const *list, const char *key)
@@ -884,6 +913,12 @@ static bool load_root(struct cfg_reader *ld, const struct hocon_node *root)
 			ok = cfgr_load_fields(ld, m, m->value, log_fields, cfg);
 		else if (strcmp(m->key, "durable_storage") == 0)
 			ok = cfgr_load_fields(ld, m, m->value, durable_fields, cfg);
+		else if (strcmp(m->key, "authentication") == 0) {
+			auth_config_free(cfg->authn);
+			cfg->authn = auth_config_parse(ld, m);
+			ok = cfg->authn != NULL;
+		} else if (strcmp(m->key, "authentication_settings") == 0)
+			ok = cfgr_load_fields(ld, m, m->value, authn_settings_fields, &cfg->authn_settings);
 		else if (strcmp(m->key, "crl_cache") == 0)
 			ok = cfgr_load_fields(ld, m, m->value, crl_cache_fields, &cfg->crl_cache);
 		else if (strcmp(m->key, "psk_authentication") == 0)
@@ -1047,6 +1082,9 @@ static void set_defaults(struct config *cfg)
 	cfg->crl_cache.http_timeout_ms = 15000;
 	cfg->crl_cache.capacity = 100;
 	cfg->psk.separator = xstrdup(":");
+	cfg->authn_settings.ignore_backend_failures = true;
+	cfg->authn_settings.cache_ttl_ms = 60000;
+	cfg->authn_settings.cache_max_count = 1000000;
 }
 
 static struct config *new_config(const char *source, bool loopback)
@@ -1134,7 +1172,9 @@ void config_free(struct config *cfg)
 		}
 		free(l->ssl.managed_certs);
 		free(l->proxy_trusted);
+		auth_config_free(l->authn);
 	}
+	auth_config_free(cfg->authn);
 	free(cfg->psk.init_file);
 	free(cfg->psk.separator);
 	free(cfg->listeners);

@@ -215,6 +215,8 @@ static void usage(void)
 		"  reload                 reload certificates (like SIGHUP)\n"
 		"  clients list           connected clients\n"
 		"  clients kick CLIENTID  disconnect a client (DISCONNECT 0x98)\n"
+		"  users add USER PASSWORD [--superuser] | delete USER | list | passwd USER PASSWORD\n"
+		"                         built-in database users (also --listener ID, --authenticator scram)\n"
 		"  certs list [NAMESPACE]\n"
 		"  certs add [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"
 		"  certs replace [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"

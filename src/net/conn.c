@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -753,6 +754,16 @@ static void service(struct conn *c, uint32_t events)
 		if (!do_handshake(c))
 			return;
 		events |= EPOLLIN;
+	}
+	if ((c->flags & CONN_READ_PAUSED) && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !(events & EV_REPLAY)) {
+		/* The peer went away while we were not reading (a CONNECT being authenticated):
+		 * close now, so the work done for it can be dropped — unless it left bytes we have
+		 * not read yet (packets pipelined before closing), which still count. */
+		int pending = 0;
+		if ((events & (EPOLLHUP | EPOLLERR)) || (ioctl(c->io.fd, FIONREAD, &pending) == 0 && pending == 0)) {
+			conn_close(c, "closed by peer");
+			return;
+		}
 	}
 	bool readable = events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
 	bool writable = events & (EPOLLOUT | EPOLLHUP | EPOLLERR);
