@@ -9,6 +9,7 @@
  * is freed once the caller released it (auth_cancel) and no authenticator call is in
  * flight, so a late answer for a client that went away is harmless. */
 #include "auth/auth.h"
+#include "auth/client_attrs.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,6 +85,7 @@ struct auth_attempt {
 	/* owned copies behind req */
 	char *username, *client_id, *peerhost, *cert_subject, *cert_common_name, *listener, *auth_method;
 	uint8_t *password, *auth_data;
+	struct client_attrs attrs;
 	size_t idx;               /* entry being asked */
 	bool in_flight;           /* an authenticator call has not answered yet */
 	bool released;            /* the caller let go (auth_cancel) */
@@ -126,7 +128,8 @@ const char *authn_request_var(const struct authn_request *r, const char *name, s
 	else if (IS("peerport")) {
 		snprintf(scratch, scratch_len, "%u", r->peerport);
 		v = scratch;
-	}
+	} else if (nlen > 13 && memcmp(name, "client_attrs.", 13) == 0)
+		v = client_attrs_get(r->attrs, name + 13, nlen - 13);
 #undef IS
 	if (v)
 		*len = strlen(v);
@@ -157,6 +160,11 @@ static void cache_key(const struct auth_attempt *a, const char *id, uint8_t out[
 		EVP_DigestUpdate(md, &l, sizeof l);
 		if (parts[i] && lens[i])
 			EVP_DigestUpdate(md, parts[i], lens[i]);
+	}
+	for (size_t i = 0; r->attrs && i < r->attrs->n; i++) {
+		const struct client_attr *x = &r->attrs->v[i];
+		EVP_DigestUpdate(md, x->name, strlen(x->name) + 1);
+		EVP_DigestUpdate(md, x->value, strlen(x->value) + 1);
 	}
 	EVP_DigestFinal_ex(md, out, NULL);
 	EVP_MD_CTX_free(md);
@@ -293,6 +301,7 @@ static void attempt_free(struct auth_attempt *a)
 	free(a->cert_common_name);
 	free(a->listener);
 	free(a->auth_method);
+	client_attrs_clear(&a->attrs);
 	if (a->password)
 		OPENSSL_cleanse(a->password, a->req.password_len);
 	free(a->password);
@@ -536,6 +545,8 @@ struct auth_attempt *auth_start(struct auth_chain *c, const struct authn_request
 	a->req.cert_common_name = a->cert_common_name = req->cert_common_name ? xstrdup(req->cert_common_name) : NULL;
 	a->req.listener = a->listener = req->listener ? xstrdup(req->listener) : NULL;
 	a->req.auth_method = a->auth_method = req->auth_method ? xstrdup(req->auth_method) : NULL;
+	client_attrs_copy(&a->attrs, req->attrs);
+	a->req.attrs = &a->attrs;
 	if (req->auth_data) {
 		a->auth_data = dupn(req->auth_data, req->auth_data_len);
 		a->req.auth_data = a->auth_data;

@@ -36,6 +36,7 @@ struct loop;
 struct hashpool;
 struct authn;
 struct authn_call;
+struct client_attrs;
 
 /* What the client presented. Strings are NUL-terminated; username and password may
  * also hold NUL bytes, so use the lengths. Valid until authn_done is called. */
@@ -51,6 +52,7 @@ struct authn_request {
 	const char *cert_common_name;  /* client certificate CN, NULL when none */
 	bool cert_verified;            /* a verified client certificate (TLS, or a trusted PROXY v2 header) */
 	const char *listener;          /* "ssl:default" */
+	const struct client_attrs *attrs; /* mqtt.client_attrs_init results (${client_attrs.NAME}), or NULL */
 	uint8_t proto_version;         /* 3, 4, 5 */
 	const char *auth_method;       /* v5 enhanced authentication method, NULL when none */
 	const uint8_t *auth_data;      /* v5 Authentication Data of the current CONNECT/AUTH step */
@@ -58,7 +60,7 @@ struct authn_request {
 };
 
 /* Value of a placeholder name ("username", "clientid", "password", "peerhost",
- * "peerport", "cert_subject", "cert_common_name", "listener") for a request, or NULL
+ * "peerport", "cert_subject", "cert_common_name", "listener", "client_attrs.NAME") for a request, or NULL
  * when undefined. *len receives the length. For template rendering (template.h). */
 const char *authn_request_var(const struct authn_request *r, const char *name, size_t name_len, size_t *len,
 			      char *scratch, size_t scratch_len);

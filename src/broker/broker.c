@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "authz/authz.h"
 #include "auth/hashpool.h"
+#include "bans/bans.h"
 #include "broker/client.h"
 #include "broker/msg.h"
 #include "broker/publish.h"
@@ -364,6 +366,8 @@ static void run_on_workers(struct main_ctx *mc, struct gather *g, void (*fn)(voi
 static bool reload_tls(struct broker *b, struct buf *report)
 {
 	bool ok = true;
+	if (b->authz && !authz_reload(b->authz, report))
+		ok = false;
 	if (b->auth && !auth_reload(b->auth, report))
 		ok = false;
 	if (b->revoke) {
@@ -399,6 +403,8 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 	if (strcmp(argv[0], "reload") == 0 && argc == 1) {
 		struct buf rep = { 0 };
 		bool ok = reload_tls(b, &rep);
+		if (!bans_reload(b->bans, &rep))
+			ok = false;
 		if (!rep.len)
 			buf_printf(&rep, "nothing to reload\n");
 		ctl_reply(req, ok, (const char *)rep.data, rep.len);
@@ -410,6 +416,20 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 		bool ok = b->auth && auth_ctl(b->auth, argc, argv, &out);
 		if (!b->auth)
 			buf_printf(&out, "authentication is not configured\n");
+		ctl_reply(req, ok, (const char *)out.data ? (const char *)out.data : "", out.len);
+		buf_free(&out);
+		return;
+	}
+	if (strcmp(argv[0], "rules") == 0) {
+		struct buf out = { 0 };
+		bool ok = b->authz && authz_ctl(b->authz, argc, argv, &out);
+		ctl_reply(req, ok, (const char *)out.data ? (const char *)out.data : "", out.len);
+		buf_free(&out);
+		return;
+	}
+	if (strcmp(argv[0], "bans") == 0) {
+		struct buf out = { 0 };
+		bool ok = bans_ctl(b->bans, argc, argv, &out);
 		ctl_reply(req, ok, (const char *)out.data ? (const char *)out.data : "", out.len);
 		buf_free(&out);
 		return;
@@ -447,7 +467,7 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 		}
 	}
 	ctl_replyf(req, false,
-		   "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, users ..., certs ...)\n",
+		   "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, users ..., rules ..., bans ..., certs ...)\n",
 		   argv[0]);
 }
 
@@ -491,6 +511,46 @@ static void on_revoke_change(void *arg)
 		loop_post(b->workers[i].loop, recheck_revocation, &b->workers[i]);
 }
 
+/* Runs on each worker when bans were added: close every connection a ban now matches, of
+ * any ban type (EMQX kicks only on clientid bans). */
+static void recheck_bans(void *arg)
+{
+	struct worker *w = arg;
+	/* Decide first, disconnect after the walk: a disconnect may end (free) a session. */
+	size_t n = 0, cap = 0;
+	struct client **doomed = NULL;
+	list_for_each(it, &w->clients) {
+		struct client *c = container_of(it, struct client, wlink);
+		if (conn_closing(&c->conn))
+			continue;
+		char why[300];
+		if (!bans_check(w->b->bans, c->client_id, c->username, c->username_len,
+				(const struct sockaddr *)&c->conn.peer, why, sizeof why))
+			continue;
+		char id[128];
+		log_info("client %s from %s: %s, disconnecting",
+			 c->client_id ? client_safe(c->client_id, strlen(c->client_id), id, sizeof id) : "-",
+			 c->conn.peer_str, why);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			doomed = xrealloc(doomed, cap * sizeof *doomed);
+		}
+		doomed[n++] = c;
+	}
+	for (size_t i = 0; i < n; i++)
+		client_disconnect(doomed[i], MQTT_RC_ADMINISTRATIVE_ACTION, "banned");
+	free(doomed);
+}
+
+static void on_bans_change(void *arg)
+{
+	struct broker *b = arg;
+	if (atomic_load(&b->stopping))
+		return;
+	for (int i = 0; i < b->nworkers; i++)
+		loop_post(b->workers[i].loop, recheck_bans, &b->workers[i]);
+}
+
 static void on_files_changed(void *arg)
 {
 	struct main_ctx *mc = arg;
@@ -532,6 +592,7 @@ static void on_signal(struct loop_io *io, uint32_t events)
 			log_info("SIGHUP: reloading certificates");
 			struct buf rep = { 0 };
 			reload_tls(mc->b, &rep);
+			bans_reload(mc->b->bans, &rep);
 			buf_free(&rep);
 		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			log_info("%s: shutting down", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -655,7 +716,16 @@ static bool start_auth_system(struct broker *b, struct loop *main_loop, char *er
 		.data_dir = b->cfg->data_dir,
 	};
 	b->auth = auth_system_new(b->cfg, &env, err, errlen);
-	return b->auth != NULL;
+	if (!b->auth)
+		return false;
+	struct authz_env zenv = {
+		.cfg = b->cfg,
+		.http = b->http,
+		.main_loop = main_loop,
+		.data_dir = b->cfg->data_dir,
+	};
+	b->authz = authz_new(b->cfg->authz, &zenv, err, errlen);
+	return b->authz != NULL;
 }
 
 /* Certificates named in the config must load before anything is created on disk. */
@@ -765,6 +835,13 @@ int broker_main(struct config *cfg, const char *config_path)
 		free(loops);
 		goto out_free;
 	}
+	b->bans = bans_open(cfg, mc.loop, b->nworkers, err, sizeof err);
+	if (!b->bans) {
+		log_error("banned: %s", err);
+		free(loops);
+		goto out_free;
+	}
+	bans_on_change(b->bans, on_bans_change, b);
 	if (!open_listeners(b, mc.loop, err, sizeof err)) {
 		log_error("%s", err);
 		free(loops);
@@ -806,13 +883,18 @@ int broker_main(struct config *cfg, const char *config_path)
 	drain_workers(b);
 	auth_system_free(b->auth);
 	b->auth = NULL;
+	authz_stop(b->authz);
 	drain_workers(b);
+	authz_free(b->authz);
+	b->authz = NULL;
 	close(mc.sig.fd);
 	status = 0;
 	log_info("bulwark stopped");
 out_free:
 	free_all(b);
+	bans_close(b->bans);
 	auth_system_free(b->auth);
+	authz_free(b->authz);
 	revoke_free(b->revoke);
 	http_client_free(b->http);
 	hashpool_free(b->hashpool);

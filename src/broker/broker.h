@@ -37,6 +37,7 @@ struct revoke;
 struct http_client;
 struct auth_system;
 struct hashpool;
+struct bans;
 
 /* A delivery travelling to another worker. */
 struct xdlv {
@@ -82,6 +83,8 @@ struct broker {
 	struct http_client *http;      /* outbound HTTP (CRL/OCSP fetches, auth backends) */
 	struct hashpool *hashpool;     /* slow password hashing */
 	struct auth_system *auth;      /* authentication chains */
+	struct bans *bans;             /* banned clients, flapping detection (bans/bans.h) */
+	struct authz *authz;           /* authorization sources */
 	struct listener *listeners;
 	size_t nlisteners;
 	atomic_uint_fast64_t next_session_id;

@@ -237,7 +237,7 @@ static size_t on_data(struct conn *conn, const uint8_t *p, size_t len)
 	struct client *c = client_of(conn);
 	c->last_rx_ms = loop_now(conn->loop);
 	size_t off = 0;
-	while (off < len && c->state != CL_CONNECTING && !conn_closing(conn)) {
+	while (off < len && c->state != CL_CONNECTING && !conn_closing(conn) && !client_authz_waiting(c)) {
 		struct mqtt_fixed fx;
 		uint8_t rc = 0;
 		uint32_t max = mq(c)->max_packet_size;
@@ -291,6 +291,7 @@ static void on_close(struct conn *conn, const char *reason)
 	char name[128];
 	timer_cancel(&c->timer);
 	timer_cancel(&c->expire_timer);
+	authz_wait_cancel(&c->authz_wait);
 	if (list_linked(&c->wlink))
 		list_del_init(&c->wlink);
 	if (c->sess) {
@@ -329,7 +330,8 @@ static void client_free(struct conn *conn)
 	free(c->username);
 	free(c->mountpoint);
 	free(c->authn_acl);
-	free(c->client_attrs);
+	client_attrs_clear(&c->attrs);
+	client_authz_release(c);
 	free(c);
 }
 

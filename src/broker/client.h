@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/client_attrs.h"
+#include "authz/authz.h"
 #include "core/hmap.h"
 #include "net/conn.h"
 
@@ -66,7 +68,10 @@ struct client {
 	struct client_cert *cert;    /* NULL without a verified certificate identity */
 	bool is_superuser;           /* from authentication: bypasses authorization */
 	char *authn_acl;             /* ACL rules granted by authentication (JSON), or NULL */
-	char *client_attrs;          /* client attributes from authentication (JSON object), or NULL */
+	struct client_attrs attrs;   /* mqtt.client_attrs_init, then the authentication result's */
+	struct authz_subject *authz; /* authorization's view of the client; NULL = everything allowed */
+	struct authz_wait authz_wait;        /* a pending asynchronous authorization check */
+	struct authz_stash *authz_stash;     /* the packet waiting for it (reading paused meanwhile) */
 	int64_t authn_expire_at;     /* wall seconds when authentication expires, 0 = never */
 	struct timer expire_timer;   /* disconnects at authn_expire_at */
 	char *mountpoint;            /* resolved, NULL when none */
@@ -117,6 +122,25 @@ void client_arm_keepalive(struct client *c);
 void client_free_aliases(struct client *c);
 /* Apply the mountpoint: returns a fresh string mountpoint+topic (or a copy). */
 char *client_mount(const struct client *c, const char *topic, size_t len, size_t *out_len);
+/* Authorization (client_authz.c). Build the client's subject once it is authenticated
+ * (complete_connect). */
+void client_authz_init(struct client *c);
+/* The subject a will message is checked with when it is published (bans, authorization):
+ * the client's own, or one made for the will when authorization is trivial. A reference. */
+struct authz_subject *client_will_subject(struct client *c);
+/* Release the subject, a pending check and a stashed packet (on close). */
+void client_authz_release(struct client *c);
+/* Is action a allowed for this client? ALLOW / DENY at once, or PENDING: the check runs
+ * asynchronously, the packet (type, flags, body) is kept and reading paused; once the
+ * answer is in, the packet is handled again from the start (and this call then answers
+ * at once). The caller must return without side effects on PENDING. */
+enum authz_verdict client_authorize(struct client *c, const struct authz_action *a, uint8_t type, uint8_t flags,
+				    const uint8_t *body, size_t len);
+/* True while a packet waits for an authorization answer (no further packet is handled). */
+bool client_authz_waiting(const struct client *c);
+/* The reaction to a denied action when deny_action = disconnect: DISCONNECT 0x87. Returns
+ * true when the client was disconnected. */
+bool client_authz_deny_action(struct client *c, const char *what);
 /* Log-safe rendering of a client-supplied string (control bytes escaped). */
 const char *client_safe(const char *s, size_t len, char *buf, size_t buflen);
 

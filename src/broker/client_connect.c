@@ -14,7 +14,9 @@
 
 #include <openssl/crypto.h>
 
+#include "auth/attrs_init.h"
 #include "auth/auth.h"
+#include "bans/bans.h"
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/msg.h"
@@ -259,6 +261,34 @@ static bool load_cert_identity(struct client *c, X509 **leaf_out, char *why, siz
 	return true;
 }
 
+/* mqtt.client_attrs_init: attributes from the decided identity and the certificate, before
+ * authentication (EMQX order), so authenticators and authorization can use them. */
+static void init_client_attrs(struct client *c, const struct mqtt_connect *cp, X509 *leaf)
+{
+	const struct attrs_init_cfg *ai = c->w->b->cfg->attrs_init;
+	if (!ai || !ai->n)
+		return;
+	struct identity_sans sans;
+	if (leaf)
+		identity_sans_get(leaf, &sans);
+	struct attrs_init_input in = {
+		.clientid = c->client_id,
+		.username = c->username,
+		.username_len = c->username_len,
+		.cn = c->cert ? c->cert->cn : NULL,
+		.dn = c->cert ? c->cert->dn : NULL,
+		.sans = leaf ? &sans : NULL,
+		.zone = "default",
+		.listener = c->conn.listener->cfg->id,
+		.peersni = tls_conn_sni(&c->conn),
+	};
+	if (c->version == MQTT_V5)
+		in.user_props = cp->props.user_props;
+	attrs_init_eval(ai, &in, &c->attrs);
+	if (leaf)
+		identity_sans_free(&sans);
+}
+
 /* The value a peer_cert_as_* setting maps to, or NULL when undefined. */
 static char *mapped_value(const struct client *c, X509 *leaf, enum cfg_peer_cert_as how, size_t *len)
 {
@@ -349,11 +379,12 @@ static void take_over(struct session *s, struct client *newc, bool clean_start)
 	s->client = NULL;
 	if (s->will && (s->will_delay == 0 || clean_start)) {
 		struct msg *will = s->will;
+		struct authz_subject *subj = s->will_authz;
 		s->will = NULL;
-		broker_publish(s->w, will, NULL);
-		msg_unref(will);
+		s->will_authz = NULL;
+		broker_publish_will(s->w, s->client_id, will, subj);
 	} else {
-		session_set_will(s, NULL, 0);
+		session_set_will(s, NULL, 0, NULL);
 	}
 }
 
@@ -377,6 +408,12 @@ static void complete_connect(struct client *c)
 	struct connect_req *req = c->pending;
 	struct worker *w = c->w;
 	size_t cid_len = strlen(c->client_id);
+	char banned[300]; /* bans again (auth may have changed the identity), then flapping detection */
+	if (bans_connected(w->b->bans, w->id, c->client_id, c->username, c->username_len,
+			   (const struct sockaddr *)&c->conn.peer, banned, sizeof banned)) {
+		refuse(c, MQTT_RC_BANNED, banned);
+		return;
+	}
 	struct session *s = session_get(w, c->client_id, cid_len);
 	if (s && s->client) {
 		/* Whatever the old connection already sent (a DISCONNECT, acks) counts first; that
@@ -404,7 +441,10 @@ static void complete_connect(struct client *c)
 		expiry = req->clean_start ? 0 : mq(c)->session_expiry_interval_s;
 	c->session_expiry_at_connect = expiry;
 	session_set_expiry(s, expiry);
-	session_set_will(s, req->will, req->will_delay);
+	client_authz_init(c);
+	struct authz_subject *will_subj = req->will ? client_will_subject(c) : NULL;
+	session_set_will(s, req->will, req->will_delay, will_subj);
+	authz_subject_unref(will_subj);
 	req->will = NULL;
 	c->state = CL_CONNECTED;
 	c->connected_at = (uint64_t)clock_wall_s();
@@ -512,9 +552,8 @@ static bool accept_auth(struct client *c, struct auth_outcome *o)
 	free(c->authn_acl);
 	c->authn_acl = o->acl;
 	o->acl = NULL;
-	free(c->client_attrs);
-	c->client_attrs = o->client_attrs;
-	o->client_attrs = NULL;
+	if (o->client_attrs && !client_attrs_merge_json(&c->attrs, o->client_attrs))
+		log_warn("client %s: client_attrs from authentication is not a JSON object; ignored", c->conn.peer_str);
 	if (o->expire_at) {
 		int64_t left = o->expire_at - clock_wall_s();
 		if (left <= 0) {
@@ -615,6 +654,7 @@ static void start_auth(struct client *c)
 		.cert_common_name = c->cert ? c->cert->cn : NULL,
 		.cert_verified = c->cert != NULL,
 		.listener = lc->id,
+		.attrs = &c->attrs,
 		.proto_version = c->version,
 		.auth_method = req->auth_method,
 		.auth_data = req->auth_data,
@@ -703,7 +743,6 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 	size_t ulen = 0, clen = 0;
 	char *user = mapped_value(c, leaf, m->peer_cert_as_username, &ulen);
 	char *cid = mapped_value(c, leaf, m->peer_cert_as_clientid, &clen);
-	X509_free(leaf);
 	bool mapping = m->peer_cert_as_username != CFG_PEER_CERT_DISABLED ||
 		       m->peer_cert_as_clientid != CFG_PEER_CERT_DISABLED;
 	if (mapping && lc->enable_authn == CFG_AUTHN_FALSE &&
@@ -713,6 +752,7 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 		 * identity. */
 		free(user);
 		free(cid);
+		X509_free(leaf);
 		refuse(c, MQTT_RC_NOT_AUTHORIZED,
 		       c->cert ? "the client certificate lacks the field mapped to the identity"
 			       : "a client certificate is required on this listener");
@@ -727,9 +767,12 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 	}
 	rc = pick_client_id(c, &cp, req, cid);
 	if (rc) {
+		X509_free(leaf);
 		refuse(c, rc, "client identifier not valid");
 		return;
 	}
+	init_client_attrs(c, &cp, leaf);
+	X509_free(leaf);
 	if (cp.has_password) {
 		req->has_password = true;
 		req->password = xmemdup(cp.password.p, cp.password.len ? cp.password.len : 1);
@@ -767,6 +810,11 @@ void client_handle_connect(struct client *c, uint8_t flags, const uint8_t *body,
 		c->problem_info = !(p->present & MQTT_P_REQUEST_PROBLEM_INFO) || p->request_problem_info;
 		if (m->server_keepalive_s)
 			c->keepalive = (uint16_t)m->server_keepalive_s;
+	}
+	if (bans_check(c->w->b->bans, c->client_id, c->username, c->username_len,
+		       (const struct sockaddr *)&c->conn.peer, why, sizeof why)) {
+		refuse(c, MQTT_RC_BANNED, why);
+		return;
 	}
 	c->state = CL_CONNECTING;
 	/* Checks that need the network answer before CONNACK; reading waits meanwhile. */

@@ -97,6 +97,21 @@ static unsigned topic_levels(const char *t, size_t len)
 	return n;
 }
 
+/* Authorization said no: QoS 0 is dropped; QoS 1/2 get PUBACK/PUBREC 0x87 in MQTT 5 and a
+ * plain acknowledgement in MQTT 3 (which cannot say no); or, with deny_action =
+ * disconnect, DISCONNECT 0x87. */
+static void publish_denied(struct client *c, const struct mqtt_publish *p)
+{
+	atomic_fetch_add_explicit(&c->w->stats.msgs_dropped, 1, memory_order_relaxed);
+	if (client_authz_deny_action(c, "publish not authorized"))
+		return;
+	uint8_t rc = c->version == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : 0;
+	if (p->qos == 1)
+		send_ack(c, MQTT_PUBACK, p->packet_id, rc);
+	else if (p->qos == 2)
+		send_ack(c, MQTT_PUBREC, p->packet_id, rc);
+}
+
 void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
 {
 	struct mqtt_publish p;
@@ -140,6 +155,15 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 	}
 	if (p.retain && !m->retain_available) {
 		client_protocol_error(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retained PUBLISH while retain is unavailable");
+		return;
+	}
+	struct authz_action act = { .type = AUTHZ_PUBLISH, .topic = topic, .topic_len = tlen, .qos = p.qos,
+				    .retain = p.retain };
+	enum authz_verdict av = client_authorize(c, &act, MQTT_PUBLISH, flags, body, len);
+	if (av == AUTHZ_PENDING)
+		return; /* handled again once the answer is in */
+	if (av != AUTHZ_ALLOW) {
+		publish_denied(c, &p);
 		return;
 	}
 	struct session *s = c->sess;

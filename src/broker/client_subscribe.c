@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authz/authz.h"
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/msg.h"
@@ -82,25 +83,160 @@ struct retained_req {
 	uint32_t sub_id;
 };
 
+/* Retained messages found for a new subscription, on their way to the session. With
+ * authorization, each one's topic is checked (subscribe, QoS granted) before delivery: a
+ * wildcard subscription may be allowed while some topics under it are not. A check that
+ * asks a backend continues when the answer is in; the session is looked up again by id,
+ * so a client that left meanwhile is harmless. */
+struct retained_job {
+	struct worker *w;
+	uint64_t sess_id;
+	struct authz_subject *subj;  /* NULL: no authorization */
+	struct authz_wait wait;
+	struct msg **msgs;
+	uint8_t *qos;                /* delivery QoS */
+	uint8_t *sub_qos;            /* the subscription's QoS (what authorization was asked) */
+	uint32_t *sub_id;
+	size_t n, next;
+};
+
+static void retained_job_free(struct retained_job *j)
+{
+	for (size_t i = j->next; i < j->n; i++)
+		msg_unref(j->msgs[i]);
+	free(j->msgs);
+	free(j->qos);
+	free(j->sub_qos);
+	free(j->sub_id);
+	authz_subject_unref(j->subj);
+	free(j);
+}
+
+static void retained_deliver(struct retained_job *j, size_t i)
+{
+	struct session *s = session_by_id(j->w, j->sess_id);
+	if (s)
+		session_deliver(s, j->msgs[i], j->qos[i], DLV_RETAIN, j->sub_id[i]);
+}
+
+static void retained_answered(void *arg, enum authz_verdict v);
+
+/* Deliver from j->next on; returns false while waiting for an answer. */
+static bool retained_run(struct retained_job *j)
+{
+	for (; j->next < j->n; j->next++) {
+		size_t i = j->next;
+		if (j->subj) {
+			const struct authz_client *cl = authz_subject_client(j->subj);
+			const struct msg *m = j->msgs[i];
+			const char *t = msg_topic(m);
+			size_t tlen = m->topic_len, mp = cl->mountpoint ? strlen(cl->mountpoint) : 0;
+			if (mp && tlen >= mp && memcmp(t, cl->mountpoint, mp) == 0) {
+				t += mp;
+				tlen -= mp;
+			}
+			struct authz_action a = { .type = AUTHZ_SUBSCRIBE, .topic = t, .topic_len = tlen, .qos = j->sub_qos[i] };
+			enum authz_verdict v = authz_check(j->subj, &a, j->w->loop, &j->wait, retained_answered, j);
+			if (v == AUTHZ_PENDING)
+				return false;
+			if (v != AUTHZ_ALLOW) {
+				msg_unref(j->msgs[i]);
+				continue;
+			}
+		}
+		retained_deliver(j, i);
+		msg_unref(j->msgs[i]);
+	}
+	return true;
+}
+
+static void retained_answered(void *arg, enum authz_verdict v)
+{
+	struct retained_job *j = arg;
+	if (v == AUTHZ_ALLOW)
+		retained_deliver(j, j->next);
+	msg_unref(j->msgs[j->next]);
+	j->next++;
+	if (retained_run(j))
+		retained_job_free(j);
+}
+
 static void send_retained(struct client *c, struct retained_req *rq, size_t n)
 {
 	int64_t now = clock_wall_s();
+	struct retained_job *j = xcalloc(1, sizeof *j);
+	j->w = c->w;
+	j->sess_id = c->sess ? c->sess->id : 0;
+	j->subj = c->authz ? authz_subject_ref(c->authz) : NULL;
 	for (size_t i = 0; i < n; i++) {
 		struct msg **msgs = NULL;
 		size_t k = retain_match(c->w->b->retained, rq[i].filter, rq[i].len, now, &msgs);
-		for (size_t j = 0; j < k; j++) {
-			uint8_t mqos = msgs[j]->qos, q;
+		if (k) {
+			j->msgs = xrealloc(j->msgs, (j->n + k) * sizeof *j->msgs);
+			j->qos = xrealloc(j->qos, j->n + k);
+			j->sub_qos = xrealloc(j->sub_qos, j->n + k);
+			j->sub_id = xrealloc(j->sub_id, (j->n + k) * sizeof *j->sub_id);
+		}
+		for (size_t x = 0; x < k; x++) {
+			uint8_t mqos = msgs[x]->qos, q;
 			if (mq(c)->upgrade_qos)
 				q = mqos > rq[i].qos ? mqos : rq[i].qos;
 			else
 				q = mqos < rq[i].qos ? mqos : rq[i].qos;
-			if (c->sess)
-				session_deliver(c->sess, msgs[j], q, DLV_RETAIN, rq[i].sub_id);
-			msg_unref(msgs[j]);
+			j->msgs[j->n] = msgs[x];
+			j->qos[j->n] = q;
+			j->sub_qos[j->n] = rq[i].qos;
+			j->sub_id[j->n] = rq[i].sub_id;
+			j->n++;
 		}
 		free(msgs);
 		free(rq[i].filter);
 	}
+	if (retained_run(j))
+		retained_job_free(j);
+}
+
+/* Ask authorization about every valid filter of a SUBSCRIBE before anything is applied.
+ * Returns false when the packet must not be handled now: an answer is pending (the packet
+ * is handled again once it is in) or the client was disconnected (deny_action). Otherwise
+ * *allowed is NULL (everything allowed) or holds one flag per entry. */
+static bool authorize_filters(struct client *c, const struct mqtt_subscribe *sp, uint8_t flags, const uint8_t *body,
+			      size_t len, uint8_t **allowed)
+{
+	*allowed = NULL;
+	if (!c->authz)
+		return true;
+	uint8_t *ok = xmalloc(sp->count);
+	bool denied = false;
+	size_t off = 0;
+	struct mqtt_str f;
+	uint8_t options;
+	for (uint32_t i = 0; mqtt_subscribe_next(sp, &off, &f, &options); i++) {
+		ok[i] = 1;
+		struct topic_share sh;
+		int shared = topic_parse_share((const char *)f.p, f.len, &sh);
+		if (check_filter(c, (const char *)f.p, f.len, options, shared, &sh))
+			continue; /* refused anyway */
+		struct authz_action a = { .type = AUTHZ_SUBSCRIBE,
+					  .topic = shared == 1 ? sh.filter : (const char *)f.p,
+					  .topic_len = shared == 1 ? sh.filter_len : f.len,
+					  .qos = options & MQTT_SUBOPT_QOS_MASK };
+		enum authz_verdict v = client_authorize(c, &a, MQTT_SUBSCRIBE, flags, body, len);
+		if (v == AUTHZ_PENDING) {
+			free(ok);
+			return false;
+		}
+		if (v != AUTHZ_ALLOW) {
+			ok[i] = 0;
+			denied = true;
+		}
+	}
+	if (denied && client_authz_deny_action(c, "subscribe not authorized")) {
+		free(ok);
+		return false;
+	}
+	*allowed = ok;
+	return true;
 }
 
 void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
@@ -112,6 +248,9 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 		return;
 	}
 	uint32_t sub_id = (c->version == MQTT_V5 && (sp.props.present & MQTT_P_SUBSCRIPTION_ID)) ? sp.props.sub_ids[0] : 0;
+	uint8_t *allowed = NULL;
+	if (!authorize_filters(c, &sp, flags, body, len, &allowed))
+		return; /* waiting for an authorization answer, or disconnected */
 	uint8_t *codes = xmalloc(sp.count);
 	struct retained_req *rq = xmalloc(sp.count * sizeof *rq);
 	size_t nrq = 0;
@@ -127,6 +266,8 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 			goto out;
 		}
 		uint8_t err = check_filter(c, (const char *)f.p, f.len, options, shared, &sh);
+		if (!err && allowed && !allowed[i])
+			err = MQTT_RC_NOT_AUTHORIZED;
 		size_t flen;
 		const char *real;
 		size_t rlen;
@@ -174,6 +315,7 @@ out:
 		free(rq[i].filter);
 	free(rq);
 	free(codes);
+	free(allowed);
 }
 
 void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *body, size_t len)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authz/authz.h"
 #include "broker/broker.h"
 #include "broker/client.h"
 #include "broker/msg.h"
@@ -248,12 +249,14 @@ void session_set_expiry(struct session *s, uint32_t seconds)
 
 /* ---- will ---- */
 
-void session_set_will(struct session *s, struct msg *m, uint32_t delay)
+void session_set_will(struct session *s, struct msg *m, uint32_t delay, struct authz_subject *subj)
 {
 	timer_cancel(&s->will_timer);
 	if (s->will)
 		msg_unref(s->will);
+	authz_subject_unref(s->will_authz);
 	s->will = m;
+	s->will_authz = m && subj ? authz_subject_ref(subj) : NULL;
 	s->will_delay = delay;
 }
 
@@ -262,11 +265,12 @@ static void publish_will(struct session *s)
 	struct msg *m = s->will;
 	if (!m)
 		return;
+	struct authz_subject *subj = s->will_authz;
 	s->will = NULL;
+	s->will_authz = NULL;
 	timer_cancel(&s->will_timer);
 	log_debug("publishing will of %s on %.*s", s->client_id, (int)m->topic_len, msg_topic(m));
-	broker_publish(s->w, m, NULL);
-	msg_unref(m);
+	broker_publish_will(s->w, s->client_id, m, subj);
 }
 
 static void will_fired(struct timer *t)
@@ -596,7 +600,7 @@ void session_attach(struct session *s, struct client *c)
 	timer_cancel(&s->expiry_timer);
 	/* Reconnected within the will delay: the will of the previous connection is not sent. */
 	if (timer_armed(&s->will_timer))
-		session_set_will(s, NULL, 0);
+		session_set_will(s, NULL, 0, NULL);
 	s->client = c;
 	s->proto = c->version;
 	s->disconnected_at = 0;
@@ -615,7 +619,7 @@ void session_detach(struct session *s, bool want_will)
 	s->client = NULL;
 	set_shared_online(s, false);
 	if (!want_will)
-		session_set_will(s, NULL, 0);
+		session_set_will(s, NULL, 0, NULL);
 	if (s->expiry_interval == 0) {
 		session_destroy(s); /* publishes a due will at once */
 		return;
@@ -646,6 +650,8 @@ static void free_state(struct session *s)
 	free(s->rel_at);
 	msg_unref(s->will);
 	s->will = NULL;
+	authz_subject_unref(s->will_authz);
+	s->will_authz = NULL;
 	timer_cancel(&s->will_timer);
 	timer_cancel(&s->expiry_timer);
 	hmap_remove(&s->w->sessions_by_cid, &s->by_cid);

@@ -75,6 +75,7 @@ struct session {
 	uint64_t *rel_at;            /* when each arrived (loop ms), for await_rel_timeout */
 	uint32_t n_rel, cap_rel;
 	struct msg *will;
+	struct authz_subject *will_authz; /* who published the will, checked when it is sent */
 	uint32_t will_delay;
 	struct timer will_timer;
 	struct timer expiry_timer;
@@ -103,8 +104,9 @@ void session_attach(struct session *s, struct client *c);
 void session_detach(struct session *s, bool publish_will);
 /* Set the expiry interval (from CONNECT or DISCONNECT), persisting as needed. */
 void session_set_expiry(struct session *s, uint32_t seconds);
-/* Replace the will (m may be NULL); takes the reference. */
-void session_set_will(struct session *s, struct msg *m, uint32_t delay);
+/* Replace the will (m may be NULL); takes the reference. subj (may be NULL: no
+ * authorization) is the publisher as authorization sees it; a new reference is taken. */
+void session_set_will(struct session *s, struct msg *m, uint32_t delay, struct authz_subject *subj);
 
 /* A message for this session (qos already min(published, granted)). Takes a new reference. */
 void session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id);

@@ -187,6 +187,22 @@ struct cfg_psk {
 	char *separator;               /* default ":" */
 };
 
+/* banned { bootstrap_file } (bans/bans.h). */
+struct cfg_banned {
+	char *bootstrap_file;          /* CSV imported when the ban tables are empty, NULL = none */
+};
+
+/* flapping_detect (reference/emqx.md §6). */
+struct cfg_flapping {
+	bool enable;                   /* default false */
+	uint64_t window_time_ms;       /* default 1m */
+	uint32_t max_count;            /* default 15 */
+	uint64_t ban_time_ms;          /* default 5m */
+};
+
+struct authz_cfg;                      /* authz/authz.h */
+struct attrs_init_cfg;                 /* mqtt.client_attrs_init, auth/attrs_init.h */
+
 struct cfg_string {
 	struct cfg_string *next;
 	char s[];
@@ -205,6 +221,10 @@ struct config {
 	struct cfg_psk psk;
 	struct auth_chain_cfg *authn;  /* global `authentication` chain, NULL = empty */
 	struct cfg_authn_settings authn_settings;
+	struct authz_cfg *authz;       /* `authorization`, never NULL after loading */
+	struct cfg_banned banned;
+	struct cfg_flapping flapping;
+	struct attrs_init_cfg *attrs_init; /* mqtt.client_attrs_init, NULL = none */
 	/* File names referenced by positions above, owned by the config. */
 	struct cfg_string *strings;
 };

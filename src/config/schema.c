@@ -20,7 +20,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/attrs_init.h"
 #include "auth/auth.h"
+#include "authz/authz.h"
 #include "config/cfgread.h"
 #include "config/hocon.h"
 #include "config/values.h"
@@ -66,9 +68,16 @@ static bool custom_peer_cert_clientid(struct cfg_reader *ld, const struct hocon_
 static bool custom_client_attrs(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	(void)target;
-	if (m->value->type == HOCON_ARRAY && m->value->n == 0)
-		return true;
-	return cfgr_unsupported(ld, m);
+	struct attrs_init_cfg *c = attrs_init_parse(ld, m);
+	if (!c)
+		return false;
+	attrs_init_free(ld->cfg->attrs_init);
+	ld->cfg->attrs_init = NULL;
+	if (c->n)
+		ld->cfg->attrs_init = c;
+	else
+		attrs_init_free(c);
+	return true;
 }
 
 static const struct cfg_field mqtt_fields[] = {
@@ -839,6 +848,40 @@ static const struct cfg_field crl_cache_fields[] = {
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
 };
 
+#define BN(f) offsetof(struct cfg_banned, f)
+static const struct cfg_field banned_fields[] = {
+	{ "bootstrap_file", CFG_F_STRING, BN(bootstrap_file), 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+/* flapping_detect.window_time / ban_time: a duration above zero, or infinity. */
+static bool custom_flapping_ms(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_flapping *f = target;
+	uint64_t *out = strcmp(m->key, "window_time") == 0 ? &f->window_time_ms : &f->ban_time_ms;
+	uint64_t v;
+	if (cfgr_is_infinity(m->value)) {
+		*out = UINT64_MAX;
+		return true;
+	}
+	if (!cfgr_scalar(m->value) || m->value->type == HOCON_BOOL || !cfg_parse_duration_ms(m->value->str, &v))
+		return cfgr_fail(ld, m, "expected a duration such as 15s, 5m or 2h, got %s",
+				 cfgr_scalar(m->value) ? cfgr_scalar(m->value) : hocon_type_str(m->value->type));
+	if (v == 0)
+		return cfgr_fail(ld, m, "must be above zero");
+	*out = v;
+	return true;
+}
+
+#define FD(f) offsetof(struct cfg_flapping, f)
+static const struct cfg_field flapping_fields[] = {
+	{ "enable", CFG_F_BOOL, FD(enable), 0, 0, NULL, NULL },
+	{ "window_time", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_flapping_ms },
+	{ "max_count", CFG_F_U32, FD(max_count), 1, 1000000000, NULL, NULL },
+	{ "ban_time", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_flapping_ms },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
 #define PS(f) offsetof(struct cfg_psk, f)
 static const struct cfg_field psk_fields[] = {
 	{ "enable", CFG_F_BOOL, PS(enable), 0, 0, NULL, NULL },
@@ -884,7 +927,7 @@ static const char *const ignored_roots[] = {
 };
 
 static const char *const unsupported_roots[] = {
-	"authorization", "banned", "flapping_detect", NULL,
+	NULL,
 };
 
 static bool in_list(const char *const *list, const char *key)
@@ -921,6 +964,15 @@ static bool load_root(struct cfg_reader *ld, const struct hocon_node *root)
 			ok = cfgr_load_fields(ld, m, m->value, authn_settings_fields, &cfg->authn_settings);
 		else if (strcmp(m->key, "crl_cache") == 0)
 			ok = cfgr_load_fields(ld, m, m->value, crl_cache_fields, &cfg->crl_cache);
+		else if (strcmp(m->key, "banned") == 0)
+			ok = cfgr_load_fields(ld, m, m->value, banned_fields, &cfg->banned);
+		else if (strcmp(m->key, "flapping_detect") == 0)
+			ok = cfgr_load_fields(ld, m, m->value, flapping_fields, &cfg->flapping);
+		else if (strcmp(m->key, "authorization") == 0) {
+			authz_config_free(cfg->authz);
+			cfg->authz = authz_config_parse(ld, m);
+			ok = cfg->authz != NULL;
+		}
 		else if (strcmp(m->key, "psk_authentication") == 0)
 			ok = cfgr_load_fields(ld, m, m->value, psk_fields, &cfg->psk);
 		else if (in_list(ignored_roots, m->key)) {
@@ -1085,6 +1137,10 @@ static void set_defaults(struct config *cfg)
 	cfg->authn_settings.ignore_backend_failures = true;
 	cfg->authn_settings.cache_ttl_ms = 60000;
 	cfg->authn_settings.cache_max_count = 1000000;
+	cfg->authz = authz_config_default();
+	cfg->flapping.window_time_ms = 60000;
+	cfg->flapping.max_count = 15;
+	cfg->flapping.ban_time_ms = 300000;
 }
 
 static struct config *new_config(const char *source, bool loopback)
@@ -1175,6 +1231,9 @@ void config_free(struct config *cfg)
 		auth_config_free(l->authn);
 	}
 	auth_config_free(cfg->authn);
+	authz_config_free(cfg->authz);
+	attrs_init_free(cfg->attrs_init);
+	free(cfg->banned.bootstrap_file);
 	free(cfg->psk.init_file);
 	free(cfg->psk.separator);
 	free(cfg->listeners);

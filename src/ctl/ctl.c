@@ -217,6 +217,11 @@ static void usage(void)
 		"  clients kick CLIENTID  disconnect a client (DISCONNECT 0x98)\n"
 		"  users add USER PASSWORD [--superuser] | delete USER | list | passwd USER PASSWORD\n"
 		"                         built-in database users (also --listener ID, --authenticator scram)\n"
+		"  rules add username|clientid NAME|all allow|deny publish|subscribe|all TOPIC [--qos 0,1] [--retain B]\n"
+		"  rules list [username|clientid NAME | all] | delete ... [INDEX] | clear | import FILE.json\n"
+		"                         built-in authorization rules (docs/AUTHORIZATION.md)\n"
+		"  bans add|list|delete|clear ...\n"
+		"                         banned clients (docs/BANS.md)\n"
 		"  certs list [NAMESPACE]\n"
 		"  certs add [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"
 		"  certs replace [NAMESPACE/]NAME --chain FILE --key FILE [--ca FILE] [--key-password-file FILE]\n"
@@ -289,7 +294,8 @@ int ctl_client_main(int argc, char **argv)
 		char *abs = NULL;
 		/* File arguments are read by the broker, whose working directory may differ. */
 		bool file_opt = i > optind && (!strcmp(argv[i - 1], "--chain") || !strcmp(argv[i - 1], "--key") ||
-					       !strcmp(argv[i - 1], "--ca") || !strcmp(argv[i - 1], "--key-password-file"));
+					       !strcmp(argv[i - 1], "--ca") || !strcmp(argv[i - 1], "--key-password-file") ||
+					       (i == optind + 2 && !strcmp(argv[optind], "rules") && !strcmp(argv[i - 1], "import")));
 		if (file_opt && a[0] != '/' && (abs = realpath(a, NULL)) != NULL)
 			a = abs;
 		buf_append(&req, a, strlen(a) + 1);

@@ -1,7 +1,9 @@
 #include "tls/identity.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -242,4 +244,68 @@ bool identity_fields_clean(X509 *cert, char *why, size_t whylen)
 	}
 	GENERAL_NAMES_free(sans);
 	return ok;
+}
+
+/* ---- Subject alternative names ---- */
+
+static void san_add(char ***v, size_t *n, const char *s, size_t len)
+{
+	if (*n >= IDENTITY_SANS_MAX || memchr(s, '\0', len))
+		return;
+	*v = xrealloc(*v, (*n + 2) * sizeof **v);
+	(*v)[*n] = xstrndup(s, len);
+	(*v)[++*n] = NULL;
+}
+
+void identity_sans_get(X509 *cert, struct identity_sans *out)
+{
+	memset(out, 0, sizeof *out);
+	GENERAL_NAMES *sans = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+	for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+		const ASN1_STRING *v = NULL;
+		char ***dst = NULL;
+		size_t *n = NULL;
+		switch (g->type) {
+		case GEN_DNS:
+			v = g->d.dNSName, dst = &out->dns, n = &out->n_dns;
+			break;
+		case GEN_EMAIL:
+			v = g->d.rfc822Name, dst = &out->email, n = &out->n_email;
+			break;
+		case GEN_URI:
+			v = g->d.uniformResourceIdentifier, dst = &out->uri, n = &out->n_uri;
+			break;
+		case GEN_IPADD: {
+			const ASN1_OCTET_STRING *ip = g->d.iPAddress;
+			char text[INET6_ADDRSTRLEN];
+			int len = ASN1_STRING_length(ip);
+			int af = len == 4 ? AF_INET : len == 16 ? AF_INET6 : 0;
+			if (af && inet_ntop(af, ASN1_STRING_get0_data(ip), text, sizeof text))
+				san_add(&out->ip, &out->n_ip, text, strlen(text));
+			continue;
+		}
+		default:
+			continue;
+		}
+		if (v && ASN1_STRING_length(v) >= 0)
+			san_add(dst, n, (const char *)ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v));
+	}
+	GENERAL_NAMES_free(sans);
+}
+
+static void free_list(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+void identity_sans_free(struct identity_sans *s)
+{
+	free_list(s->dns);
+	free_list(s->ip);
+	free_list(s->email);
+	free_list(s->uri);
+	memset(s, 0, sizeof *s);
 }

@@ -34,4 +34,22 @@ bool identity_has_control(const char *s, size_t len);
  * cert for control characters; false with the offending field named in why. */
 bool identity_fields_clean(X509 *cert, char *why, size_t whylen);
 
+/* ---- Subject alternative names (mqtt.client_attrs_init's cert_san.*) ---- */
+
+#define IDENTITY_SANS_MAX 256 /* entries kept per kind */
+
+/* The leaf certificate's subject alternative names by kind, in certificate order: each a
+ * NULL-terminated array of n NUL-terminated strings (NULL when there are none). IP addresses
+ * are text (inet_ntop: 192.0.2.1, 2001:db8::1). Entries holding a NUL byte, IP entries of
+ * another length than 4 or 16 bytes, and other name kinds are skipped. */
+struct identity_sans {
+	char **dns, **ip, **email, **uri;
+	size_t n_dns, n_ip, n_email, n_uri;
+};
+
+/* Fill *out (zeroed first) from cert's subjectAltName extension; owner frees with identity_sans_free. */
+void identity_sans_get(X509 *cert, struct identity_sans *out);
+/* Free the contents of s (s itself is the caller's) and zero it. */
+void identity_sans_free(struct identity_sans *s);
+
 #endif

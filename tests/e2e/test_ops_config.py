@@ -198,12 +198,9 @@ def test_ignored_key_warning_at_start(start_broker):
 # ---- features not built yet: "not supported yet: KEY (file:line)" --------------------------------
 
 @pytest.mark.parametrize("text,key,nth", [
-    ("flapping_detect {\n  enable = true\n}", "flapping_detect", 1),
-    ("banned {\n  bootstrap_file = \"bans.csv\"\n}", "banned", 1),
-    ("authorization {\n  no_match = allow\n}", "authorization", 1),
     ("listeners.tcp.default {\n  bind = 1883\n  max_conn_rate = \"100/s\"\n}", "listeners.tcp.default.max_conn_rate", 3),
     ("listeners.ws.default {\n  bind = 8083\n}", "listeners.ws.default", 1),
-], ids=["flapping_detect", "banned", "authorization", "rate_limit", "ws"])
+], ids=["rate_limit", "ws"])
 def test_unbuilt_feature_is_refused_as_not_supported_yet(check_config, text, key, nth):
     cfg = "# header\n" + text + "\n"
     status, out = check_config(cfg)
