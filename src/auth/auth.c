@@ -338,6 +338,7 @@ static void finish(struct auth_attempt *a, enum authn_verdict v, uint8_t rc, con
 		o.is_superuser = a->res.is_superuser;
 		o.expire_at = a->res.expire_at;
 		o.acl = a->res.acl;
+		o.acl_expire_at = a->res.acl_expire_at;
 		o.client_attrs = a->res.client_attrs;
 		o.clientid_override = a->res.clientid_override;
 		o.auth_data = a->res.auth_data;

@@ -48,6 +48,7 @@ struct auth_outcome {
 	bool is_superuser;
 	int64_t expire_at;          /* wall seconds, 0 = never */
 	char *acl;                  /* owned by the receiver (free it) */
+	int64_t acl_expire_at;      /* wall seconds after which acl no longer applies, 0 = never */
 	char *client_attrs;         /* owned by the receiver */
 	char *clientid_override;    /* owned by the receiver */
 	uint8_t *auth_data;         /* owned by the receiver: enhanced authentication data to send */

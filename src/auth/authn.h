@@ -79,6 +79,7 @@ struct authn_result {
 	bool is_superuser;
 	int64_t expire_at;         /* ALLOW: wall-clock seconds when the authentication expires, 0 = never */
 	char *acl;                 /* ALLOW: JSON text of ACL rules granted (JWT claim, HTTP `acl`), or NULL */
+	int64_t acl_expire_at;     /* ALLOW: wall seconds after which acl no longer applies, 0 = never */
 	char *client_attrs;        /* ALLOW: JSON object of client attributes, or NULL */
 	char *clientid_override;   /* ALLOW: new client ID, or NULL */
 	uint8_t *auth_data;        /* CONTINUE / ALLOW in enhanced auth: Authentication Data to send */

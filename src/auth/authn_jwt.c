@@ -548,6 +548,7 @@ static void judge_claims(const struct jwt_cfg *c, const struct authn_request *rq
 	if (json_is_string(cid) && json_string_length(cid) && !memchr(json_string_value(cid), 0, json_string_length(cid)))
 		res->clientid_override = xstrdup(json_string_value(cid));
 	res->expire_at = c->disconnect_after_expire ? exp : 0;
+	res->acl_expire_at = res->acl ? exp : 0; /* the token's ACL ends with the token (EMQX) */
 	snprintf(res->reason, sizeof res->reason, "JWT %s verified%s", jwt_alg_name(t->alg),
 		 res->is_superuser ? " (superuser)" : "");
 }

@@ -651,6 +651,12 @@ enum authz_verdict authz_check(struct authz_subject *s, const struct authz_actio
 {
 	if (s->cl.is_superuser)
 		return AUTHZ_ALLOW;
+	if (s->authn_acl && s->cl.authn_acl_expire_at && clock_wall_s() >= s->cl.authn_acl_expire_at) {
+		/* The token's ACL has expired: it grants nothing more, and answers it gave are stale. */
+		acl_free(s->authn_acl);
+		s->authn_acl = NULL;
+		cache_clear(s);
+	}
 	enum authz_verdict v = cache_get(s, a);
 	if (v == AUTHZ_ALLOW || v == AUTHZ_DENY)
 		return v;

@@ -52,6 +52,7 @@ struct authz_client {
 	const struct client_attrs *attrs;
 	uint8_t proto_version;           /* 3, 4, 5 */
 	bool is_superuser;
+	int64_t authn_acl_expire_at;     /* wall seconds after which the authentication ACL no longer applies, 0 = never */
 };
 
 enum authz_action_type { AUTHZ_PUBLISH = 1, AUTHZ_SUBSCRIBE = 2 };

@@ -68,6 +68,7 @@ struct client {
 	struct client_cert *cert;    /* NULL without a verified certificate identity */
 	bool is_superuser;           /* from authentication: bypasses authorization */
 	char *authn_acl;             /* ACL rules granted by authentication (JSON), or NULL */
+	int64_t authn_acl_expire_at; /* when that ACL stops applying (wall seconds), 0 = never */
 	struct client_attrs attrs;   /* mqtt.client_attrs_init, then the authentication result's */
 	struct authz_subject *authz; /* authorization's view of the client; NULL = everything allowed */
 	struct authz_wait authz_wait;        /* a pending asynchronous authorization check */

@@ -72,6 +72,7 @@ static struct authz_subject *subject_of(struct client *c)
 	cl.attrs = &c->attrs;
 	cl.proto_version = c->version;
 	cl.is_superuser = c->is_superuser;
+	cl.authn_acl_expire_at = c->authn_acl_expire_at;
 	return authz_subject_new(z, &cl, c->authn_acl);
 }
 

@@ -551,6 +551,7 @@ static bool accept_auth(struct client *c, struct auth_outcome *o)
 	c->is_superuser = o->is_superuser;
 	free(c->authn_acl);
 	c->authn_acl = o->acl;
+	c->authn_acl_expire_at = o->acl_expire_at;
 	o->acl = NULL;
 	if (o->client_attrs && !client_attrs_merge_json(&c->attrs, o->client_attrs))
 		log_warn("client %s: client_attrs from authentication is not a JSON object; ignored", c->conn.peer_str);

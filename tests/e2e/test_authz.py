@@ -307,3 +307,17 @@ def test_will_of_a_banned_client_is_not_published(start_broker):
     code, out = b.ctl("clients", "kick", "dev-k")
     assert code == 0, out
     assert watcher.recv_publish(timeout=5).topic == "open/will2"
+
+
+def test_jwt_acl_ends_with_the_token(start_broker):
+    # disconnect_after_expire = false: the client stays, but the token's ACL stops applying at exp
+    cfg = (f'authentication = [ {{ mechanism = jwt, algorithm = hmac-based, secret = "{SECRET}", '
+           'disconnect_after_expire = false } ]\n')
+    b = start(start_broker, config=cfg)
+    exp = int(time.time()) + 3
+    token = jwt.encode({"exp": exp, "acl": {"pub": ["jwt/#"]}}, SECRET, algorithm="HS256").encode()
+    c = client(b, "d1", username="u", password=token)
+    c.publish("jwt/x", qos=1, expect_rc=0x10)
+    time.sleep(max(0.0, exp - time.time()) + 1.2)
+    assert c.is_open()
+    c.publish("jwt/x", qos=1, expect_rc=NOT_AUTHORIZED)  # cached allow dropped too
