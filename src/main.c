@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bans/bans.h"
 #include "broker/broker.h"
 #include "config/config.h"
 #include "core/log.h"
@@ -40,6 +41,13 @@ static int check_config(const struct config *cfg)
 		if (!tls_check_config(l, &deps, err, sizeof err)) {
 			fprintf(stderr, "bulwark: %s:%d: listeners.ssl.%s.ssl_options: %s\n",
 				l->ssl.file ? l->ssl.file : cfg->source, l->ssl.line, l->name, err);
+			return 1;
+		}
+	}
+	if (cfg->banned.bootstrap_file) {
+		char err[512];
+		if (!bans_check_bootstrap(cfg->banned.bootstrap_file, err, sizeof err)) {
+			fprintf(stderr, "bulwark: banned: %s\n", err);
 			return 1;
 		}
 	}

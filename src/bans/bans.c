@@ -657,6 +657,21 @@ static bool read_file(const char *path, char **out, size_t *len, char *err, size
 	return true;
 }
 
+bool bans_check_bootstrap(const char *path, char *err, size_t errlen)
+{
+	char *text;
+	size_t len;
+	if (!read_file(path, &text, &len, err, errlen))
+		return false;
+	struct ban_rec *v = NULL;
+	size_t n = 0;
+	bool ok = bans_csv_parse(text, len, path, clock_wall_s(), &v, &n, err, errlen);
+	free(text);
+	if (ok)
+		bans_recs_free(v, n);
+	return ok;
+}
+
 /* Import the bootstrap file (the tables are empty). *imported = bans added. */
 static bool import_bootstrap(struct bans *b, size_t *imported, char *err, size_t errlen)
 {

@@ -83,6 +83,9 @@ void bans_recs_free(struct ban_rec *v, size_t n);
 bool bans_csv_parse(const char *text, size_t len, const char *file, int64_t now, struct ban_rec **out, size_t *n,
 		    char *err, size_t errlen);
 
+/* `bulwark --check`: read and parse a bootstrap file (nothing is imported). */
+bool bans_check_bootstrap(const char *path, char *err, size_t errlen);
+
 /* Open <data_dir>/bans.db, load it, import banned.bootstrap_file when the tables are empty,
  * start the sweeper on main_loop (NULL: no timer, for tests) and set up flapping detection
  * for nworkers workers. NULL with err ("FILE:LINE: ..." for a bad bootstrap line) on failure.

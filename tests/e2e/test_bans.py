@@ -416,8 +416,15 @@ def test_flapping_is_off_by_default(start_broker):
 
 def test_config_keys_are_checked(check_config):
     status, out = check_config('banned { bootstrap_file = "bans.csv" }\n'
-                               "flapping_detect { enable = true, window_time = 2m, max_count = 5, ban_time = infinity }\n")
+                               "flapping_detect { enable = true, window_time = 2m, max_count = 5, ban_time = infinity }\n",
+                               files={"bans.csv": "as,who\nusername,alice\n"})
     assert status == 0, out
+    # --check reads the bootstrap file: a bad line is reported with its line, a missing file too
+    status, out = check_config('banned { bootstrap_file = "bans.csv" }\n',
+                               files={"bans.csv": "as,who\nusername,alice\nnosuchtype,bob\n"})
+    assert status == 1 and "bans.csv:3" in out, out
+    status, out = check_config('banned { bootstrap_file = "missing.csv" }\n')
+    assert status == 1 and "missing.csv" in out, out
     for text, msg in [
         ("flapping_detect {\n  window_time = 0s\n}\n", "flapping_detect.window_time: must be above zero"),
         ("flapping_detect {\n  max_count = 0\n}\n", "flapping_detect.max_count"),
