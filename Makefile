@@ -3,7 +3,7 @@
 #   make SAN=1      ASan+UBSan build: build-san/bulwark
 #   make unit       build and run the C unit tests
 #   make check      everything the README's test command runs (unit + e2e, normal and sanitized)
-#   make fuzz       libFuzzer targets (clang), each run for FUZZ_SECONDS
+#   make fuzz       libFuzzer targets (clang), each run for FUZZ_SECONDS (make check: 15 s each)
 
 CC      ?= cc
 SAN     ?= 0
@@ -30,7 +30,7 @@ LIBOBJS := $(filter-out $(BUILD)/obj/src/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all unit e2e check check-one run clean fuzz
+.PHONY: all unit e2e check check-one run clean fuzz fuzz-short
 all: $(BUILD)/bulwark
 
 $(BUILD)/bulwark: $(OBJS)
@@ -60,6 +60,7 @@ check-one: unit e2e
 check:
 	$(MAKE) check-one
 	$(MAKE) SAN=1 check-one
+	$(MAKE) fuzz-short
 
 run: $(BUILD)/bulwark
 	$(BUILD)/bulwark
@@ -67,14 +68,31 @@ run: $(BUILD)/bulwark
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,build-fuzz/fuzz_%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIBSRCS := $(filter-out src/main.c,$(SRCS))
-build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRCS)
-	@mkdir -p build-fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -Isrc $(DEPCFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIBSRCS) -pthread $(LDLIBS)
+FUZZ_OBJS := $(FUZZ_LIBSRCS:%.c=build-fuzz/obj/%.o)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Isrc $(DEPCFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP
+# The broker's code is compiled once (instrumented), then each target links against it.
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c -o $@ $<
+build-fuzz/libbulwark.a: $(FUZZ_OBJS)
+	rm -f $@ && ar rcs $@ $^
+build-fuzz/fuzz_%: fuzz/fuzz_%.c build-fuzz/libbulwark.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libbulwark.a -pthread $(LDLIBS)
+# Each target for FUZZ_SECONDS from its seed corpus (new finds go to build-fuzz/corpus-NAME).
+# A crash, leak or timeout fails the run and leaves the input in build-fuzz/.
 fuzz: $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do n=$${t#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus-$$n; \
-	  echo "== $$t ($(FUZZ_SECONDS)s)"; $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -12; done
+	  echo "== $$t ($(FUZZ_SECONDS)s)"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/$$n- build-fuzz/corpus-$$n fuzz/corpus/$$n > build-fuzz/$$n.log 2>&1 \
+	    || { tail -40 build-fuzz/$$n.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units|^Done' build-fuzz/$$n.log | tr '\n' ' '; echo; done
+
+# The short fuzz pass of `make check`.
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS_SHORT:-15}
 
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(wildcard build-fuzz/obj/src/*/*.d)
