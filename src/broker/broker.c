@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "auth/auth.h"
 #include "authz/authz.h"
 #include "auth/hashpool.h"
@@ -747,6 +750,36 @@ static bool check_tls_configs(const struct config *cfg, char *err, size_t errlen
 	return true;
 }
 
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return true; /* not an internet socket */
+}
+
+/* Secure defaults: a listener reachable from the network that lets anyone in — no
+ * authentication and no required client certificate — is said loudly at start. */
+static void warn_if_open(struct broker *b, const struct cfg_listener *lc)
+{
+	if (is_loopback(&lc->bind))
+		return;
+	if (lc->type == CFG_LISTENER_SSL && lc->ssl.verify_peer && lc->ssl.fail_if_no_peer_cert)
+		return;
+	struct auth_chain *chain = b->auth ? auth_chain_for(b->auth, lc) : NULL;
+	bool authn = lc->enable_authn != CFG_AUTHN_FALSE && chain && !auth_chain_empty(chain);
+	if (authn)
+		return;
+	log_warn("listener %s on %s accepts anonymous clients from the network: %s; configure authentication, "
+		 "or verify_peer with fail_if_no_peer_cert = true, or bind to 127.0.0.1",
+		 lc->id, lc->bind_str,
+		 lc->enable_authn == CFG_AUTHN_FALSE ? "enable_authn = false and no client certificate is required"
+						     : "no authenticator is configured and no client certificate is required");
+}
+
 int broker_main(struct config *cfg, const char *config_path)
 {
 	(void)config_path;
@@ -861,6 +894,7 @@ int broker_main(struct config *cfg, const char *config_path)
 		log_info("listener %s on %s%s", lc->id, lc->bind_str,
 			 lc->type == CFG_LISTENER_SSL ? (lc->ssl.verify_peer ? " (TLS, client certificates verified)" : " (TLS)")
 						       : "");
+		warn_if_open(b, lc);
 	}
 	log_info("bulwark %s started (%d workers, data in %s, config %s)", BULWARK_VERSION_STR, b->nworkers,
 		 cfg->data_dir, cfg->source);
