@@ -76,6 +76,8 @@ static void on_timer(struct timer *t)
 	}
 	uint64_t limit = (uint64_t)((double)c->keepalive * mq(c)->keepalive_multiplier * 1000.0);
 	uint64_t idle = loop_now(c->conn.loop) - c->last_rx_ms;
+	if (c->rl && c->rl->paused)
+		idle = 0; /* the rate limiter holds packets it sent: not idle, just slowed down */
 	if (idle < limit) {
 		timer_arm(c->conn.loop, &c->timer, limit - idle);
 		return;
@@ -232,6 +234,52 @@ static void dispatch(struct client *c, const struct mqtt_fixed *fx, const uint8_
 	}
 }
 
+static void on_rl_timer(struct timer *t)
+{
+	struct client_rl *rl = container_of(t, struct client_rl, timer);
+	struct client *c = rl->owner;
+	if (!rl->paused || conn_closing(&c->conn))
+		return;
+	rl->paused = false;
+	/* A pending authorization check resumes reading itself when answered. */
+	if (!client_authz_waiting(c))
+		conn_resume_read(&c->conn);
+}
+
+/* Listener messages_rate / bytes_rate: may this packet be handled now? When not, reading
+ * pauses (the packet and everything after it stay buffered) until the buckets allow it. */
+static bool rl_admit(struct client *c, const struct mqtt_fixed *fx)
+{
+	struct listener *li = c->conn.listener;
+	uint64_t now = loop_now(c->conn.loop);
+	struct client_rl *rl = c->rl;
+	if (!rl) {
+		rl = c->rl = xcalloc(1, sizeof *rl);
+		rl->owner = c;
+		timer_init(&rl->timer, on_rl_timer);
+		rl_bucket_init(&rl->msgs, &li->msg_rl, now);
+		rl_bucket_init(&rl->bytes, &li->bytes_rl, now);
+	}
+	uint64_t size = fx->header_len + fx->remaining, wait = 0;
+	bool ok = true;
+	if (li->bytes_limited && !rl_bucket_take(&rl->bytes, &li->bytes_rl, now, size)) {
+		ok = false;
+		wait = rl_bucket_wait_ms(&rl->bytes, &li->bytes_rl);
+	}
+	if (ok && li->msg_limited && fx->type == MQTT_PUBLISH && !rl_bucket_take(&rl->msgs, &li->msg_rl, now, 1)) {
+		ok = false;
+		wait = rl_bucket_wait_ms(&rl->msgs, &li->msg_rl);
+		if (li->bytes_limited)
+			rl_bucket_put(&rl->bytes, &li->bytes_rl, size); /* not handled after all */
+	}
+	if (ok)
+		return true;
+	rl->paused = true;
+	conn_pause_read(&c->conn);
+	timer_arm(c->conn.loop, &rl->timer, wait ? wait : 1);
+	return false;
+}
+
 static size_t on_data(struct conn *conn, const uint8_t *p, size_t len)
 {
 	struct client *c = client_of(conn);
@@ -257,6 +305,8 @@ static size_t on_data(struct conn *conn, const uint8_t *p, size_t len)
 			}
 			break;
 		}
+		if (c->state == CL_CONNECTED && listener_conn_limited(conn->listener) && !rl_admit(c, &fx))
+			break; /* this packet and the rest wait in the connection's buffer */
 		const uint8_t *body = p + off + fx.header_len;
 		off += fx.header_len + fx.remaining;
 		dispatch(c, &fx, body);
@@ -332,6 +382,10 @@ static void client_free(struct conn *conn)
 	free(c->authn_acl);
 	client_attrs_clear(&c->attrs);
 	client_authz_release(c);
+	if (c->rl) {
+		timer_cancel(&c->rl->timer);
+		free(c->rl);
+	}
 	free(c);
 }
 

@@ -17,6 +17,7 @@
 #include "authz/authz.h"
 #include "core/hmap.h"
 #include "net/conn.h"
+#include "net/ratelimit.h"
 
 struct worker;
 struct session;
@@ -36,6 +37,15 @@ struct client_cert {
 	bool ocsp_retained;      /* revoke_ocsp_retain was called */
 	uint8_t nrefs;
 	struct cert_ref *refs;   /* verified chain, leaf first, for revoke_is_revoked */
+};
+
+/* Per-connection limiter state (listener messages_rate / bytes_rate), allocated when the first
+ * packet after CONNACK arrives on a listener that has such limits. */
+struct client_rl {
+	struct rl_bucket msgs, bytes;
+	struct timer timer;          /* resumes reading once the buckets allow it */
+	bool paused;                 /* reading paused by the limiter */
+	struct client *owner;
 };
 
 enum client_state {
@@ -84,6 +94,7 @@ struct client {
 	size_t alias_bytes;
 	struct connect_req *pending; /* CONNECT parameters while CL_CONNECTING */
 	uint64_t connected_at;       /* wall seconds */
+	struct client_rl *rl;        /* NULL when the listener limits neither messages nor bytes */
 };
 
 static inline struct client *client_of(struct conn *c)

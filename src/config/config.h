@@ -129,6 +129,11 @@ struct cfg_listener {
 	struct cfg_cidr *proxy_trusted;   /* proxy_protocol_trusted, default 127.0.0.1/32 */
 	size_t n_proxy_trusted;
 	struct auth_chain_cfg *authn; /* listener `authentication` chain (replaces the global one), NULL = none */
+	/* Rate limits (EMQX limiter), units a second, 0 = infinity: accepted connections for the
+	 * listener (all workers), PUBLISH packets and bytes per connection. The bursts are the
+	 * bucket capacities (max_conn_burst, messages_burst, bytes_burst); 0 = one second's worth. */
+	double max_conn_rate, messages_rate, bytes_rate;
+	uint64_t max_conn_burst, messages_burst, bytes_burst;
 	struct cfg_ssl ssl;    /* CFG_LISTENER_SSL only */
 	const char *file;
 	int line;

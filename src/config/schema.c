@@ -582,6 +582,50 @@ static bool custom_listener_authn(struct cfg_reader *ld, const struct hocon_memb
 	return l->authn != NULL;
 }
 
+/* The listener rate keys: "1000/s", "100/10s", "10MB/m" (bytes_rate only), a bare amount
+ * (per second) or infinity. Custom readers get no field, so the key picks the target. */
+static bool custom_rate(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	bool bytes_key = strcmp(m->key, "bytes_rate") == 0;
+	double *out = bytes_key ? &l->bytes_rate
+		      : strcmp(m->key, "messages_rate") == 0 ? &l->messages_rate : &l->max_conn_rate;
+	const char *s = cfgr_scalar(m->value);
+	double per_s;
+	bool is_bytes;
+	if (!s || m->value->type == HOCON_BOOL || !cfg_parse_rate(s, &per_s, &is_bytes))
+		return cfgr_fail(ld, m, "expected a rate such as \"%s\" or infinity, got %s",
+				 bytes_key ? "10MB/s" : "1000/s", s ? s : hocon_type_str(m->value->type));
+	if (is_bytes && !bytes_key)
+		return cfgr_fail(ld, m, "expected a count rate such as \"1000/s\" (no byte unit), got %s", s);
+	*out = isinf(per_s) ? 0 : per_s;
+	return true;
+}
+
+/* The listener burst keys: a count (bytes_burst: a byte size such as "1MB"), or infinity/0 for
+ * the default (one second's worth of the rate). */
+static bool custom_burst(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	struct cfg_listener *l = target;
+	bool bytes_key = strcmp(m->key, "bytes_burst") == 0;
+	uint64_t *out = bytes_key ? &l->bytes_burst
+			: strcmp(m->key, "messages_burst") == 0 ? &l->messages_burst : &l->max_conn_burst;
+	if (cfgr_is_infinity(m->value)) {
+		*out = 0;
+		return true;
+	}
+	const char *s = cfgr_scalar(m->value);
+	uint64_t v;
+	if (bytes_key) {
+		if (!s || m->value->type == HOCON_BOOL || !cfg_parse_bytesize(s, &v) || v > (1ULL << 40))
+			return cfgr_fail(ld, m, "expected a byte size such as \"1MB\", got %s",
+					 s ? s : hocon_type_str(m->value->type));
+		*out = v;
+		return true;
+	}
+	return cfgr_uint(ld, m, 0, 1000000000000LL, out);
+}
+
 static const struct cfg_field listener_fields[] = {
 	{ "bind", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_bind },
 	{ "enable", CFG_F_BOOL, LI(enable), 0, 0, NULL, NULL },
@@ -595,12 +639,12 @@ static const struct cfg_field listener_fields[] = {
 	{ "proxy_protocol_timeout", CFG_F_DURATION_MS, LI(proxy_protocol_timeout_ms), 0, 0, NULL, NULL },
 	{ "proxy_protocol_trusted", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_proxy_trusted },
 	{ "authentication", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_listener_authn },
-	{ "max_conn_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "max_conn_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "messages_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "messages_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "bytes_rate", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
-	{ "bytes_burst", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
+	{ "max_conn_rate", CFG_F_CUSTOM, LI(max_conn_rate), 0, 0, NULL, custom_rate },
+	{ "max_conn_burst", CFG_F_CUSTOM, LI(max_conn_burst), 0, 0, NULL, custom_burst },
+	{ "messages_rate", CFG_F_CUSTOM, LI(messages_rate), 0, 0, NULL, custom_rate },
+	{ "messages_burst", CFG_F_CUSTOM, LI(messages_burst), 0, 0, NULL, custom_burst },
+	{ "bytes_rate", CFG_F_CUSTOM, LI(bytes_rate), 0, 0, NULL, custom_rate },
+	{ "bytes_burst", CFG_F_CUSTOM, LI(bytes_burst), 0, 0, NULL, custom_burst },
 	{ "websocket", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "acceptors", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "zone", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },

@@ -44,6 +44,19 @@ bool listener_open(struct listener *li, const struct cfg_listener *cfg, listener
 	li->on_accept = on_accept;
 	atomic_init(&li->nconns, 0);
 	atomic_init(&li->refused, 0);
+	atomic_init(&li->conn_delayed, 0);
+	li->conn_limited = cfg->max_conn_rate > 0;
+	li->msg_limited = cfg->messages_rate > 0;
+	li->bytes_limited = cfg->bytes_rate > 0;
+	if (li->conn_limited)
+		rl_params_init(&li->conn_rl, cfg->max_conn_rate, cfg->max_conn_burst);
+	if (li->msg_limited)
+		rl_params_init(&li->msg_rl, cfg->messages_rate, cfg->messages_burst);
+	if (li->bytes_limited)
+		rl_params_init(&li->bytes_rl, cfg->bytes_rate, cfg->bytes_burst);
+	pthread_mutex_init(&li->conn_lock, NULL);
+	/* Full; last_ms 0 means the first refill (at any loop time) just keeps it full. */
+	rl_bucket_init(&li->conn_bucket, &li->conn_rl, 0);
 	int fam = cfg->bind.ss_family;
 	int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -84,6 +97,47 @@ static void shed_one(struct listener_reg *r)
 	}
 }
 
+/* max_conn_rate: one token per accepted connection, from the bucket every worker shares. */
+static bool conn_token_take(struct listener *li, uint64_t now, uint64_t *wait_ms)
+{
+	pthread_mutex_lock(&li->conn_lock);
+	bool ok = rl_bucket_take(&li->conn_bucket, &li->conn_rl, now, 1);
+	if (!ok)
+		*wait_ms = rl_bucket_wait_ms(&li->conn_bucket, &li->conn_rl);
+	pthread_mutex_unlock(&li->conn_lock);
+	return ok;
+}
+
+static void conn_token_put(struct listener *li)
+{
+	pthread_mutex_lock(&li->conn_lock);
+	rl_bucket_put(&li->conn_bucket, &li->conn_rl, 1);
+	pthread_mutex_unlock(&li->conn_lock);
+}
+
+static void on_rl_timer(struct timer *t)
+{
+	struct listener_reg *r = container_of(t, struct listener_reg, rl_timer);
+	if (!r->rl_paused)
+		return;
+	r->rl_paused = false;
+	/* Level-triggered: connections waiting in the backlog wake us at once. */
+	loop_add(r->loop, &r->io, EPOLLIN | EPOLLEXCLUSIVE);
+}
+
+/* Out of connection tokens: stop accepting on this loop (connections wait in the kernel
+ * backlog) until the bucket has refilled. EPOLLEXCLUSIVE registrations cannot be modified,
+ * so the socket is removed from this loop's epoll and added back by the timer. */
+static void pause_accepting(struct listener_reg *r, uint64_t wait_ms)
+{
+	if (!r->rl_paused) {
+		r->rl_paused = true;
+		loop_del(r->loop, &r->io);
+		atomic_fetch_add(&r->li->conn_delayed, 1);
+	}
+	timer_arm(r->loop, &r->rl_timer, wait_ms ? wait_ms : 1);
+}
+
 static void on_listen_event(struct loop_io *io, uint32_t events)
 {
 	(void)events;
@@ -92,7 +146,14 @@ static void on_listen_event(struct loop_io *io, uint32_t events)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t slen = sizeof ss;
+		uint64_t wait_ms = 0;
+		if (li->conn_limited && !conn_token_take(li, loop_now(r->loop), &wait_ms)) {
+			pause_accepting(r, wait_ms);
+			return;
+		}
 		int fd = accept4(li->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && li->conn_limited)
+			conn_token_put(li); /* nothing accepted: the token was not used */
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -140,6 +201,8 @@ void listener_attach(struct listener *li, struct loop **loops, int n)
 		r->io.fd = li->fd;
 		r->io.cb = on_listen_event;
 		r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		timer_init(&r->rl_timer, on_rl_timer);
+		r->rl_paused = false;
 		/* Level-triggered + EPOLLEXCLUSIVE: one worker per wakeup, none starve. */
 		loop_add(loops[i], &r->io, EPOLLIN | EPOLLEXCLUSIVE);
 	}
@@ -148,7 +211,10 @@ void listener_attach(struct listener *li, struct loop **loops, int n)
 void listener_close(struct listener *li)
 {
 	for (int i = 0; i < li->nregs; i++) {
-		loop_del(li->regs[i].loop, &li->regs[i].io);
+		timer_cancel(&li->regs[i].rl_timer);
+		if (!li->regs[i].rl_paused)
+			loop_del(li->regs[i].loop, &li->regs[i].io);
+		li->regs[i].rl_paused = false;
 		if (li->regs[i].spare_fd >= 0)
 			close(li->regs[i].spare_fd);
 	}

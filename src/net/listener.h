@@ -6,12 +6,14 @@
 #ifndef BW_LISTENER_H
 #define BW_LISTENER_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
 #include "net/loop.h"
+#include "net/ratelimit.h"
 
 struct cfg_listener;
 struct tls_server;
@@ -27,6 +29,8 @@ struct listener_reg {
 	struct listener *li;
 	struct loop *loop;
 	int spare_fd; /* kept open to shed connections cleanly on EMFILE */
+	struct timer rl_timer; /* max_conn_rate: re-registers the socket once tokens are back */
+	bool rl_paused;        /* deregistered from this loop until rl_timer fires */
 };
 
 struct listener {
@@ -39,6 +43,14 @@ struct listener {
 	listener_accept_fn on_accept;
 	struct listener_reg *regs;
 	int nregs;
+	/* Rate limits from the config (see net/ratelimit.h). max_conn_rate is one bucket shared by
+	 * every worker (conn_lock); messages/bytes are per connection (the client keeps the
+	 * buckets, these are their parameters). */
+	bool conn_limited, msg_limited, bytes_limited;
+	struct rl_params conn_rl, msg_rl, bytes_rl;
+	pthread_mutex_t conn_lock;
+	struct rl_bucket conn_bucket;
+	atomic_ulong conn_delayed; /* times a worker stopped accepting for max_conn_rate */
 };
 
 /* Create, bind and listen. On failure returns false with a one-line reason in err. */
@@ -49,6 +61,11 @@ void listener_attach(struct listener *li, struct loop **loops, int n);
 /* Stop accepting: deregister from every loop (each call must run on that loop's thread,
  * or after the loops have stopped) and close the socket. */
 void listener_close(struct listener *li);
+/* Does this listener limit messages or bytes per connection? */
+static inline bool listener_conn_limited(const struct listener *li)
+{
+	return li->msg_limited || li->bytes_limited;
+}
 /* A connection accepted by this listener has gone. */
 static inline void listener_conn_closed(struct listener *li)
 {

@@ -198,9 +198,8 @@ def test_ignored_key_warning_at_start(start_broker):
 # ---- features not built yet: "not supported yet: KEY (file:line)" --------------------------------
 
 @pytest.mark.parametrize("text,key,nth", [
-    ("listeners.tcp.default {\n  bind = 1883\n  max_conn_rate = \"100/s\"\n}", "listeners.tcp.default.max_conn_rate", 3),
     ("listeners.ws.default {\n  bind = 8083\n}", "listeners.ws.default", 1),
-], ids=["rate_limit", "ws"])
+], ids=["ws"])
 def test_unbuilt_feature_is_refused_as_not_supported_yet(check_config, text, key, nth):
     cfg = "# header\n" + text + "\n"
     status, out = check_config(cfg)
