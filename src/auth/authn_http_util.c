@@ -261,7 +261,7 @@ char *authn_http_printable(char *out, size_t outlen, const char *s)
 
 /* ---- answers ---- */
 
-static int hexval(int c)
+int authn_http_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -285,7 +285,7 @@ static char *form_decode(const char *s, size_t n, size_t *outlen)
 				free(o);
 				return NULL;
 			}
-			int h = hexval((unsigned char)s[i + 1]), l = hexval((unsigned char)s[i + 2]);
+			int h = authn_http_hexval((unsigned char)s[i + 1]), l = authn_http_hexval((unsigned char)s[i + 2]);
 			if (h < 0 || l < 0) {
 				free(o);
 				return NULL;

@@ -60,6 +60,8 @@ void authn_http_url_escape(struct buf *out, const char *s, size_t n);
 /* Copy s into out (NUL-terminated, truncated to outlen - 1) with bytes outside printable
  * ASCII replaced by '?': for untrusted text in log lines and result reasons. Returns out. */
 char *authn_http_printable(char *out, size_t outlen, const char *s);
+/* The value of hex digit c (0-9, a-f, A-F), or -1. */
+int authn_http_hexval(int c);
 
 /* An HTTP authentication answer as a result (EMQX 5.8 §4.6), now = wall-clock seconds:
  *   204 -> ALLOW (not superuser);

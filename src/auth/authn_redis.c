@@ -15,26 +15,23 @@
  * username with spaces or CR LF cannot add arguments or commands. An empty or all-nil
  * answer is "no such user" (IGNORE).
  *
- * hiredis (blocking API) runs on the pool threads (dbpool.h). Debian 12's libhiredis 0.14
+ * hiredis (blocking API) runs on the pool threads (dbpool.h) through auth/conn_redis.h. Debian 12's libhiredis 0.14
  * has no TLS (hiredis_ssl came with 1.0): ssl.enable = true is refused at parse time.
  * redis_type = cluster | sentinel are refused as not supported yet.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 
 #include "auth/authn.h"
+#include "auth/conn_redis.h"
 #include "auth/dbpool.h"
 #include "auth/dbpool_authn.h"
 #include "auth/template.h"
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/log.h"
 
 #define REDIS_MAX_ARGS 16
@@ -72,60 +69,15 @@ static void redis_cmd_free(struct redis_cmd *c)
 	memset(c, 0, sizeof *c);
 }
 
-/* Split a command line into words: blanks separate; "double" (with \ escapes) and
- * 'single' quotes group. NULL-terminated; false on an unterminated quote or too many
- * words. */
-static bool split_words(const char *s, char **words, size_t max, size_t *n, char *err, size_t errlen)
-{
-	*n = 0;
-	const char *p = s;
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-			p++;
-		if (!*p)
-			break;
-		if (*n == max) {
-			snprintf(err, errlen, "too many arguments (at most %zu)", max);
-			return false;
-		}
-		struct buf b = { 0 };
-		while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-			if (*p == '"' || *p == '\'') {
-				char q = *p++;
-				while (*p && *p != q) {
-					if (q == '"' && *p == '\\' && p[1])
-						p++;
-					buf_append(&b, p++, 1);
-				}
-				if (!*p) {
-					buf_free(&b);
-					snprintf(err, errlen, "unterminated %c quote", q);
-					return false;
-				}
-				p++;
-			} else {
-				buf_append(&b, p++, 1);
-			}
-		}
-		words[(*n)++] = xstrndup(b.data ? (const char *)b.data : "", b.len);
-		buf_free(&b);
-	}
-	words[*n] = NULL;
-	return true;
-}
-
 /* Parse and validate `cmd` (EMQX rules). */
 static bool redis_cmd_parse(const char *text, struct redis_cmd *out, char *err, size_t errlen)
 {
-	char *w[REDIS_MAX_ARGS + 1];
+	char **w = NULL;
 	size_t n = 0;
 	bool ok = false;
 	memset(out, 0, sizeof *out);
-	if (!split_words(text, w, REDIS_MAX_ARGS, &n, err, errlen)) {
-		for (size_t i = 0; i < n; i++)
-			free(w[i]);
+	if (!conn_redis_split_words(text, REDIS_MAX_ARGS, &w, &n, err, errlen))
 		return false;
-	}
 	if (n == 0) {
 		snprintf(err, errlen, "empty command; expected HGET or HMGET <key> <fields...>");
 		goto out;
@@ -180,8 +132,7 @@ static bool redis_cmd_parse(const char *text, struct redis_cmd *out, char *err, 
 	}
 	ok = true;
 out:
-	for (size_t i = 0; i < n; i++)
-		free(w[i]);
+	conn_redis_free_words(w, n);
 	if (!ok)
 		redis_cmd_free(out);
 	return ok;
@@ -204,37 +155,10 @@ static bool read_cmd(struct cfg_reader *r, const struct hocon_member *m, void *t
 	return true;
 }
 
-static bool read_redis_type(struct cfg_reader *r, const struct hocon_member *m, void *target)
-{
-	static const char *const names[] = { "single", "cluster", "sentinel", NULL };
-	int v = 0;
-	if (!cfgr_enum(r, m, names, &v))
-		return false;
-	return v == 0 ? true : cfgr_unsupported(r, m);
-}
-
-static bool read_redis_ssl(struct cfg_reader *r, const struct hocon_member *m, void *target)
-{
-	struct redis_cfg *c = target;
-	if (!dbauth_read_ssl(r, m, target))
-		return false;
-	if (!c->c.ssl.enable)
-		return true;
-	const struct hocon_member *at = c->c.ssl.enable_at ? c->c.ssl.enable_at : m;
-	size_t old = cfgr_path_push(r, "enable");
-	cfgr_unsupported(r, at);
-	size_t l = strlen(r->err);
-	snprintf(r->err + l, r->errlen > l ? r->errlen - l : 0,
-		 ": TLS to Redis needs hiredis >= 1.0 (hiredis_ssl); this build uses libhiredis %d.%d, which has none",
-		 HIREDIS_MAJOR, HIREDIS_MINOR);
-	cfgr_path_pop(r, old);
-	return false;
-}
-
 static const struct cfg_field redis_fields[] = {
-	{ "ssl", CFG_F_CUSTOM, 0, 0, 0, NULL, read_redis_ssl }, /* before the common "ssl" */
+	{ "ssl", CFG_F_CUSTOM, 0, 0, 0, NULL, conn_redis_read_ssl }, /* before the common "ssl" */
 	DBAUTH_COMMON_FIELDS,
-	{ "redis_type", CFG_F_CUSTOM, 0, 0, 0, NULL, read_redis_type },
+	{ "redis_type", CFG_F_CUSTOM, 0, 0, 0, NULL, conn_redis_read_type },
 	{ "database", CFG_F_U32, offsetof(struct redis_cfg, database), 0, 65535, NULL, NULL },
 	{ "cmd", CFG_F_CUSTOM, 0, 0, 0, NULL, read_cmd },
 	{ "servers", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },   /* cluster / sentinel */
@@ -262,11 +186,7 @@ static void *redis_parse(struct cfg_reader *r, const struct hocon_member *m)
 		cfgr_fail(r, m, "cmd is required (e.g. \"HMGET mqtt_user:${username} password_hash salt is_superuser\")");
 		goto fail;
 	}
-	if (c->c.username && c->c.username[0] && !c->c.password) {
-		cfgr_fail(r, m, "username needs a password (Redis AUTH username password)");
-		goto fail;
-	}
-	if (!dbauth_common_check(r, m, &c->c, 6379, false))
+	if (!conn_redis_check(r, m, &c->c))
 		goto fail;
 	return c;
 fail:
@@ -276,96 +196,10 @@ fail:
 
 /* ---- backend ---- */
 
-static struct timeval tv_of(uint64_t ms)
-{
-	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-	return tv;
-}
-
-/* hiredis reports a socket timeout as an I/O error "Resource temporarily unavailable". */
-static const char *io_error(const redisContext *c, uint64_t deadline)
-{
-	if (clock_mono_ms() + 5 >= deadline)
-		return "timed out";
-	return c->errstr[0] ? c->errstr : "connection lost";
-}
-
-/* Run one command during connection set-up; false with err on failure. */
-static bool setup_cmd(redisContext *c, int argc, const char **argv, const size_t *lens, const char *what,
-		      uint64_t deadline, char *err, size_t errlen)
-{
-	redisReply *rep = redisCommandArgv(c, argc, argv, lens);
-	if (!rep) {
-		snprintf(err, errlen, "%s: %s", what, io_error(c, deadline));
-		return false;
-	}
-	bool ok = rep->type != REDIS_REPLY_ERROR;
-	if (!ok)
-		snprintf(err, errlen, "%s: %.150s", what, rep->str ? rep->str : "error");
-	freeReplyObject(rep);
-	return ok;
-}
-
 static void *r_connect(void *ctx, uint64_t deadline, char *err, size_t errlen)
 {
 	const struct redis_cfg *cfg = ctx;
-	redisContext *c = redisConnectWithTimeout(cfg->c.host, cfg->c.port, tv_of(dbauth_ms_left(deadline)));
-	if (!c) {
-		snprintf(err, errlen, "cannot allocate a Redis context");
-		return NULL;
-	}
-	if (c->err) {
-		snprintf(err, errlen, "%s", clock_mono_ms() + 5 >= deadline ? "connect timed out"
-					    : c->errstr[0]                    ? c->errstr
-									      : "cannot connect");
-		redisFree(c);
-		return NULL;
-	}
-	redisSetTimeout(c, tv_of(dbauth_ms_left(deadline)));
-	redisEnableKeepAlive(c);
-	if (cfg->c.password) {
-		const char *argv[3] = { "AUTH" };
-		size_t lens[3] = { 4 };
-		int argc = 1;
-		if (cfg->c.username && cfg->c.username[0]) {
-			argv[argc] = cfg->c.username;
-			lens[argc++] = strlen(cfg->c.username);
-		}
-		argv[argc] = cfg->c.password;
-		lens[argc++] = strlen(cfg->c.password);
-		if (!setup_cmd(c, argc, argv, lens, "AUTH", deadline, err, errlen))
-			goto fail;
-	}
-	if (cfg->database) {
-		char db[16];
-		snprintf(db, sizeof db, "%u", cfg->database);
-		const char *argv[2] = { "SELECT", db };
-		size_t lens[2] = { 6, strlen(db) };
-		if (!setup_cmd(c, 2, argv, lens, "SELECT", deadline, err, errlen))
-			goto fail;
-	}
-	return c;
-fail:
-	redisFree(c);
-	return NULL;
-}
-
-static void r_close(void *ctx, void *conn)
-{
-	redisFree(conn);
-}
-
-static bool r_healthy(void *ctx, void *conn)
-{
-	const redisContext *c = conn;
-	return c->err == 0;
-}
-
-static void r_interrupt(void *ctx, void *conn)
-{
-	const redisContext *c = conn;
-	if (c->fd >= 0)
-		shutdown(c->fd, SHUT_RDWR);
+	return conn_redis_connect(&cfg->c, cfg->database, deadline, err, errlen);
 }
 
 static void value_of(const redisReply *e, struct dbauth_value *v)
@@ -410,21 +244,13 @@ static bool row_of_reply(const struct redis_cmd *cmd, const redisReply *rep, str
 static enum dbpool_rc r_run(void *ctx, void *conn, void *job, uint64_t deadline, char *err, size_t errlen)
 {
 	const struct redis_cfg *cfg = ctx;
-	redisContext *c = conn;
 	struct dbauth_job *j = job;
-	redisSetTimeout(c, tv_of(dbauth_ms_left(deadline)));
-	redisReply *rep = redisCommandArgv(c, (int)j->nparams, (const char **)j->param, j->param_len);
-	if (!rep) {
-		const char *why = io_error(c, deadline);
-		snprintf(err, errlen, "%s", why);
-		return strcmp(why, "timed out") == 0 ? DBPOOL_TIMEOUT : DBPOOL_ERR_CONN;
-	}
-	enum dbpool_rc rc = DBPOOL_OK;
+	redisReply *rep = NULL;
+	enum dbpool_rc rc = conn_redis_command(conn, j->nparams, j->param, j->param_len, deadline, &rep, err, errlen);
+	if (rc != DBPOOL_OK)
+		return rc;
 	struct dbauth_row row;
-	if (rep->type == REDIS_REPLY_ERROR) {
-		snprintf(err, errlen, "%.180s", rep->str ? rep->str : "error");
-		rc = DBPOOL_ERR_QUERY;
-	} else if (!row_of_reply(&cfg->cmd, rep, &row)) {
+	if (!row_of_reply(&cfg->cmd, rep, &row)) {
 		snprintf(err, errlen, "unexpected answer to %s (reply type %d)", cfg->cmd.hmget ? "HMGET" : "HGET",
 			 rep->type);
 		rc = DBPOOL_ERR_QUERY;
@@ -439,9 +265,9 @@ static const struct dbpool_backend redis_backend = {
 	.name = "redis",
 	.connect = r_connect,
 	.run = r_run,
-	.close = r_close,
-	.healthy = r_healthy,
-	.interrupt = r_interrupt,
+	.close = conn_redis_close,
+	.healthy = conn_redis_healthy,
+	.interrupt = conn_redis_interrupt,
 	.done = dbauth_job_done,
 	.release = dbauth_job_release,
 };

@@ -432,11 +432,3 @@ void azdb_fini(struct azdb *s)
 	free(s->id);
 	s->id = NULL;
 }
-
-struct tmpl *azdb_param_tmpl(const char *name)
-{
-	char *t = xasprintf("${%s}", name);
-	struct tmpl *r = tmpl_parse(t, authz_tmpl_vars);
-	free(t);
-	return r;
-}

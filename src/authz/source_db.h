@@ -110,7 +110,4 @@ void azdb_start_pool(struct azdb *s, const struct dbpool_backend *be, void *ctx)
 /* Stop the pool (pending requests are answered), free params and id. */
 void azdb_fini(struct azdb *s);
 
-/* Parse the placeholder ${name} (a name tmpl_sql returned) as a one-variable template. */
-struct tmpl *azdb_param_tmpl(const char *name);
-
 #endif

@@ -2,6 +2,8 @@
  * escaping, GET/POST encodings, headers) and answer parsing. */
 #include "auth/authn_http.c"
 
+#include <jansson.h>
+
 #include "config/hocon.h"
 #include "unit.h"
 
@@ -10,7 +12,7 @@
 static struct hocon_node *root;
 
 /* Parse `authentication = { ... }` text with the authenticator's parser. */
-static struct http_cfg *cfg_from(const char *body, char *err, size_t errlen)
+static struct http_req_cfg *cfg_from(const char *body, char *err, size_t errlen)
 {
 	char *text = xasprintf("authentication {\n%s\n}\n", body);
 	struct hocon_error he;
@@ -52,7 +54,7 @@ struct built {
 	bool ok;
 };
 
-static struct built build(const struct http_cfg *c, const struct authn_request *r)
+static struct built build(const struct http_req_cfg *c, const struct authn_request *r)
 {
 	struct built b = { 0 };
 	b.ok = build_request(c, r, &b.url, &b.body, &b.hdrs, &b.why);
@@ -63,7 +65,7 @@ static void built_free(struct built *b)
 {
 	buf_free(&b->url);
 	buf_free(&b->body);
-	free_headers(b->hdrs);
+	http_req_free_headers(b->hdrs);
 }
 
 static const char *header(const struct built *b, const char *name)
@@ -102,14 +104,14 @@ TEST(config_errors)
 		{ "url = \"http://h/\"\nurl_typo = 1", "t.conf:3: authentication.url_typo: unknown key" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		struct http_cfg *c = cfg_from(bad[i].text, err, sizeof err);
+		struct http_req_cfg *c = cfg_from(bad[i].text, err, sizeof err);
 		if (c || !strstr(err, bad[i].want))
 			fprintf(stderr, "case %zu: got \"%s\", want \"%s\"\n", i, err, bad[i].want);
 		CHECK(c == NULL);
 		CHECK(strstr(err, bad[i].want) != NULL);
-		cfg_unref(c);
+		http_req_cfg_unref(c);
 	}
-	struct http_cfg *c = cfg_from("mechanism = password_based\nbackend = http\nenable = true\n"
+	struct http_req_cfg *c = cfg_from("mechanism = password_based\nbackend = http\nenable = true\n"
 				      "url = \"https://auth.example.com:8443/mqtt/${clientid}?u=${username}\"\n"
 				      "method = get\nrequest_timeout = 2s\nconnect_timeout = 1s\npool_size = 3\n"
 				      "enable_pipelining = 100\nssl { enable = true, verify = verify_peer, "
@@ -127,7 +129,7 @@ TEST(config_errors)
 	CHECK_EQ_INT(c->pool_size, 3);
 	CHECK(c->ssl.enable && c->ssl.verify_peer && c->ssl.sni == NULL);
 	CHECK(authn_http_header_find(c->headers, c->nheaders, "content-type") < 0);
-	cfg_unref(c);
+	http_req_cfg_unref(c);
 }
 
 /* ---- requests ---- */
@@ -135,7 +137,7 @@ TEST(config_errors)
 TEST(post_json_body)
 {
 	char err[512];
-	struct http_cfg *c = cfg_from("url = \"http://127.0.0.1:8080/auth/${clientid}\"\n"
+	struct http_req_cfg *c = cfg_from("url = \"http://127.0.0.1:8080/auth/${clientid}\"\n"
 				      "headers { X-Who = \"${username}@${peerhost}\", Accept = \"*/*\" }\n"
 				      "body { username = \"${username}\", password = \"${password}\", cn = \"${cert_common_name}\",\n"
 				      "  port = \"${peerport}\", lit = \"a\\\"b\", n = 5, t = true, z = null,\n"
@@ -188,13 +190,13 @@ TEST(post_json_body)
 	b = build(c, &r);
 	CHECK(!b.ok && b.why && strstr(b.why, "header"));
 	built_free(&b);
-	cfg_unref(c);
+	http_req_cfg_unref(c);
 }
 
 TEST(get_query_string)
 {
 	char err[512];
-	struct http_cfg *c = cfg_from("method = get\nurl = \"http://h:1/a/${username}?fixed=1&c=${clientid}#frag\"\n"
+	struct http_req_cfg *c = cfg_from("method = get\nurl = \"http://h:1/a/${username}?fixed=1&c=${clientid}#frag\"\n"
 				      "body { username = \"${username}\", password = \"${password}\", v = 2 }",
 				      err, sizeof err);
 	CHECK(c != NULL);
@@ -211,7 +213,7 @@ TEST(get_query_string)
 	CHECK(header(&b, "content-type") == NULL);
 	CHECK_STR(header(&b, "accept"), "application/json");
 	built_free(&b);
-	cfg_unref(c);
+	http_req_cfg_unref(c);
 
 	c = cfg_from("method = get\nurl = \"http://h/auth\"\nbody { u = \"${username}\" }", err, sizeof err);
 	CHECK(c != NULL);
@@ -219,13 +221,13 @@ TEST(get_query_string)
 	b = build(c, &r);
 	CHECK_STR((char *)b.url.data, "http://h/auth?u=a%20b");
 	built_free(&b);
-	cfg_unref(c);
+	http_req_cfg_unref(c);
 }
 
 TEST(post_form_body)
 {
 	char err[512];
-	struct http_cfg *c = cfg_from("url = \"http://h/auth\"\n"
+	struct http_req_cfg *c = cfg_from("url = \"http://h/auth\"\n"
 				      "headers { content-type = \"application/x-www-form-urlencoded\" }\n"
 				      "body { username = \"${username}\", password = \"${password}\" }",
 				      err, sizeof err);
@@ -240,7 +242,7 @@ TEST(post_form_body)
 	CHECK_STR((char *)b.body.data, "username=u%261&password=%FF%3D");
 	CHECK_STR(header(&b, "content-type"), "application/x-www-form-urlencoded");
 	built_free(&b);
-	cfg_unref(c);
+	http_req_cfg_unref(c);
 }
 
 /* ---- answers ---- */

@@ -450,7 +450,7 @@ TEST(redis_cmd)
 	/* the last good command is kept */
 	CHECK(!c.hmget);
 	CHECK_STR(c.words[1], "k ${username}");
-	rz_free_words(c.words, c.nwords);
+	conn_redis_free_words(c.words, c.nwords);
 }
 
 static redisReply rstr(const char *s)
@@ -670,7 +670,7 @@ TEST(redis_config)
 TEST(sql_config)
 {
 	char err[512];
-	struct pgz_cfg *p = parse_source_cfg(&pgz_ops,
+	struct conn_sql_cfg *p = parse_source_cfg(&pgz_ops,
 					     "source {\n  type = postgresql\n  server = \"db:6432\"\n  database = mqtt\n"
 					     "  username = u\n  password = p\n  disable_prepared_statements = true\n"
 					     "  query = \"SELECT permission, action, topic FROM acl WHERE u = ${username} "
@@ -700,7 +700,7 @@ TEST(sql_config)
 	CHECK(p == NULL);
 	CHECK(strstr(err, "t.conf:5:") == err);
 
-	struct myz_cfg *m = parse_source_cfg(&myz_ops,
+	struct conn_sql_cfg *m = parse_source_cfg(&myz_ops,
 					     "source {\n  type = mysql\n  server = \"db\"\n  database = mqtt\n"
 					     "  query = \"SELECT permission, action, topic, qos, retain FROM mqtt_acl "
 					     "WHERE username = ${username} OR clientid = ${clientid}\"\n}\n",
@@ -727,7 +727,7 @@ TEST(sql_config)
 TEST(http_config)
 {
 	char err[512];
-	struct hz_cfg *c = parse_source_cfg(&hz_ops,
+	struct http_req_cfg *c = parse_source_cfg(&hz_ops,
 					    "source {\n  type = http\n  enable = true\n"
 					    "  url = \"http://127.0.0.1:8080/acl/${username}?t=${topic}\"\n"
 					    "  headers { X-Tag = \"${clientid}\" }\n"
@@ -746,7 +746,7 @@ TEST(http_config)
 		CHECK(authn_http_header_find(c->headers, c->nheaders, "content-type") >= 0);
 		CHECK(authn_http_header_find(c->headers, c->nheaders, "accept") >= 0);
 		CHECK_EQ_INT(c->nbody, 3);
-		CHECK_EQ_INT(c->body[2].kind, HZ_BODY_OBJECT);
+		CHECK_EQ_INT(c->body[2].kind, HTTP_REQ_BODY_OBJECT);
 		hz_free_config(c);
 	}
 	c = parse_source_cfg(&hz_ops,
