@@ -1,11 +1,11 @@
 /* libFuzzer target: the banned.bootstrap_file CSV parser (bans/bans_csv.c), the helpers it uses
- * (type names, canonical `who`, times) and the ban pattern matcher (bans/bans_re.c).
+ * (type names, canonical `who`, times) and the ban pattern matcher (core/relin.c).
  *
  * 1. The whole input as a CSV: either records (every field set, `who` already canonical, not
  *    expired) or one "FILE:LINE: message" error, never both.
  * 2. Differential check of the pattern matcher against glibc: the first line of the input is
- *    a pattern, the following lines are subjects; whenever both compile it, bans_re_match and
- *    regexec(REG_EXTENDED) must agree on every subject (glibc defines the semantics; bans_re
+ *    a pattern, the following lines are subjects; whenever both compile it, relin_match and
+ *    regexec(REG_EXTENDED) must agree on every subject (glibc defines the semantics; relin
  *    exists for its linear running time).
  * Seed corpus: fuzz/corpus/bancsv/. */
 #include <regex.h>
@@ -35,8 +35,8 @@ static bool glibc_match(const regex_t *re, const char *s, size_t len)
 static void differential(const char *pattern, const char *subjects, size_t slen)
 {
 	char err[300];
-	struct bans_re *mine;
-	if (!bans_re_compile(pattern, &mine, err, sizeof err))
+	struct relin *mine;
+	if (!relin_compile(pattern, &mine, err, sizeof err))
 		return;
 	regex_t re;
 	check(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB) == 0); /* validated by it */
@@ -49,9 +49,9 @@ static void differential(const char *pattern, const char *subjects, size_t slen)
 		char subj[257]; /* NUL-terminated: ASan's regexec interceptor ignores REG_STARTEND */
 		memcpy(subj, p, len);
 		subj[len] = '\0';
-		bool a = bans_re_match(mine, subj, len), b = glibc_match(&re, subj, len);
+		bool a = relin_match(mine, subj, len), b = glibc_match(&re, subj, len);
 		if (a != b) {
-			fprintf(stderr, "pattern \"%s\" subject \"%.*s\": bans_re %d, glibc %d\n", pattern, (int)len, p, a,
+			fprintf(stderr, "pattern \"%s\" subject \"%.*s\": relin %d, glibc %d\n", pattern, (int)len, p, a,
 				b);
 			abort();
 		}
@@ -60,7 +60,7 @@ static void differential(const char *pattern, const char *subjects, size_t slen)
 		p = nl + 1;
 	}
 	regfree(&re);
-	bans_re_free(mine);
+	relin_free(mine);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

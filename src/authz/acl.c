@@ -2,7 +2,8 @@
  * authentication results. See acl.h.
  *
  * Differences from EMQX, on purpose:
- *   - regular expressions are POSIX extended (regcomp REG_EXTENDED|REG_NOSUB), not PCRE: no
+ *   - regular expressions are POSIX extended (core/relin.h: validated by regcomp, matched in
+ *     linear time so a long client-chosen username cannot stall a worker), not PCRE: no
  *     \d, \w, lazy quantifiers or look-around; use [0-9], [[:alnum:]_] and so on. Like
  *     re:run they search (unanchored): use ^...$ to match a whole value. Back-references and
  *     very large bounded repetitions are refused (they make matching or compiling costly);
@@ -12,7 +13,6 @@
  *   - an invalid topic filter in a rule ("a/#/b", "a+") is a parse error instead of a rule
  *     that never matches.
  */
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +26,7 @@
 #include "broker/topic.h"
 #include "config/values.h"
 #include "core/alloc.h"
+#include "core/relin.h"
 
 #define ACL_MAX_WHO_DEPTH 16     /* nesting of 'and' / 'or' */
 #define ACL_MAX_TERM_DEPTH 40    /* nesting of Erlang terms */
@@ -57,7 +58,7 @@ enum who_kind {
 struct strmatch {
 	char *s;
 	size_t len;
-	regex_t *re;
+	struct relin *re;
 };
 
 struct who {
@@ -108,10 +109,7 @@ struct acl {
 static void strmatch_free(struct strmatch *m)
 {
 	free(m->s);
-	if (m->re) {
-		regfree(m->re);
-		free(m->re);
-	}
+	relin_free(m->re);
 	memset(m, 0, sizeof *m);
 }
 
@@ -202,8 +200,7 @@ static bool str_match(const struct strmatch *m, const char *v, size_t vl)
 	if (m->re) {
 		if (memchr(v, '\0', vl))
 			return false;
-		regmatch_t span = { .rm_so = 0, .rm_eo = (regoff_t)vl };
-		return regexec(m->re, v, 1, &span, REG_STARTEND) == 0;
+		return relin_match(m->re, v, vl);
 	}
 	return vl == m->len && memcmp(v, m->s, vl) == 0;
 }
@@ -620,7 +617,7 @@ check:
 	return true;
 }
 
-static bool regex_compile(const char *s, size_t len, regex_t **out, char *err, size_t errlen)
+static bool regex_compile(const char *s, size_t len, struct relin **out, char *err, size_t errlen)
 {
 	char ex[200];
 	if (len > ACL_MAX_REGEX) {
@@ -636,12 +633,9 @@ static bool regex_compile(const char *s, size_t len, regex_t **out, char *err, s
 		errf(err, errlen, "regular expression \"%s\": %s", show(s, len, ex, sizeof ex), why);
 		return false;
 	}
-	regex_t *re = xmalloc(sizeof *re);
-	int rc = regcomp(re, s, REG_EXTENDED | REG_NOSUB);
-	if (rc != 0) {
-		regerror(rc, re, why, sizeof why);
+	struct relin *re;
+	if (!relin_compile(s, &re, why, sizeof why)) {
 		errf(err, errlen, "regular expression \"%s\": %s", show(s, len, ex, sizeof ex), why);
-		free(re);
 		return false;
 	}
 	*out = re;

@@ -49,7 +49,7 @@ static void bent_free(struct bent *e)
 {
 	if (!e)
 		return;
-	bans_re_free(e->re);
+	relin_free(e->re);
 	bans_rec_clear(&e->r);
 	free(e);
 }
@@ -61,7 +61,7 @@ static struct bent *bent_new(const struct ban_rec *r, char *err, size_t errlen)
 	bans_rec_copy(&e->r, r);
 	e->who_len = strlen(e->r.who);
 	if (r->as == BANS_CLIENTID_RE || r->as == BANS_USERNAME_RE) {
-		if (!bans_re_compile(r->who, &e->re, err, errlen)) {
+		if (!relin_compile(r->who, &e->re, err, errlen)) {
 			bent_free(e);
 			return NULL;
 		}
@@ -192,11 +192,11 @@ bool bans_check(struct bans *b, const char *clientid, const char *username, size
 			continue;
 		switch (e->r.as) {
 		case BANS_CLIENTID_RE:
-			if (clientid && bans_re_match(e->re, clientid, cid_len))
+			if (clientid && relin_match(e->re, clientid, cid_len))
 				hit = e;
 			break;
 		case BANS_USERNAME_RE:
-			if (username && bans_re_match(e->re, username, username_len))
+			if (username && relin_match(e->re, username, username_len))
 				hit = e;
 			break;
 		case BANS_PEERHOST_NET:

@@ -140,10 +140,10 @@ bool bans_who_canon(enum bans_as as, const char *who, char **canon, char *err, s
 		return true;
 	case BANS_CLIENTID_RE:
 	case BANS_USERNAME_RE: {
-		struct bans_re *re;
-		if (!bans_re_compile(who, &re, err, errlen))
+		struct relin *re;
+		if (!relin_compile(who, &re, err, errlen))
 			return false;
-		bans_re_free(re);
+		relin_free(re);
 		*canon = xstrdup(who);
 		return true;
 	}

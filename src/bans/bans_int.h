@@ -13,11 +13,12 @@
 #include "config/config.h"
 #include "config/values.h"
 #include "core/buf.h"
+#include "core/relin.h"
 #include "core/hmap.h"
 #include "net/loop.h"
 
 #define BANS_WHO_MAX 65535      /* an MQTT string cannot be longer */
-#define BANS_RE_MAX 1024        /* regular expressions */
+#define BANS_RE_MAX RELIN_PATTERN_MAX /* regular expressions */
 #define BANS_REASON_MAX 4096
 #define BANS_BY_MAX 256
 #define BANS_DEFAULT_BY_FILE "mgmt_api" /* EMQX's default `by` */
@@ -29,7 +30,7 @@ struct bent {
 	struct hmap_node node;
 	struct ban_rec r;
 	size_t who_len;
-	struct bans_re *re;   /* clientid_re, username_re */
+	struct relin *re;   /* clientid_re, username_re */
 	struct cfg_cidr net;  /* peerhost_net */
 };
 
@@ -86,14 +87,7 @@ void bans_escape(struct buf *out, const void *s, size_t n);
 const char *bans_safe(const char *s, size_t n, char *buf, size_t buflen);
 /* Deep copy of a record. */
 void bans_rec_copy(struct ban_rec *dst, const struct ban_rec *src);
-/* A ban pattern (bans_re.c): POSIX ERE validated by regcomp, matched in linear time. */
-struct bans_re;
-/* Validate and compile pattern; false with a one-line reason in err (too long, too costly,
- * invalid, or a construct ban patterns do not support). */
-bool bans_re_compile(const char *pattern, struct bans_re **out, char *err, size_t errlen);
-/* Does the pattern match anywhere in s[0..len)? Thread-safe (the pattern is immutable). */
-bool bans_re_match(const struct bans_re *re, const void *s, size_t len);
-void bans_re_free(struct bans_re *re);
+
 
 /* Add a ban made on a worker thread: memory at once (unless an unexpired ban for the same
  * (as, who) exists: false), SQLite later on the main loop. */

@@ -770,9 +770,20 @@ TEST(regex_limits)
 	char *long_re = xmalloc(2000);
 	memset(long_re, 'a', 1999);
 	long_re[1999] = '\0';
-	regex_t *re = NULL;
+	struct relin *re = NULL;
 	CHECK(!regex_compile(long_re, 1999, &re, err, sizeof err));
 	free(long_re);
+	/* matching is linear: a pattern that is quadratic for a backtracking/restarting search
+	 * answers at once on a 64 KB client-chosen value */
+	CHECK(regex_compile(S("a.*b"), &re, err, sizeof err));
+	char *big = xmalloc(65536);
+	memset(big, 'a', 65535);
+	big[65535] = '\0';
+	CHECK(!relin_match(re, big, 65535));
+	big[65534] = 'b';
+	CHECK(relin_match(re, big, 65535));
+	relin_free(re);
+	free(big);
 }
 
 /* ---- the file source ---- */

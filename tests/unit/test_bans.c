@@ -288,25 +288,25 @@ TEST(patterns_match_like_glibc)
 		"e", "d", "a", " ", "\t", "x", "xxxxxxxx", "xxxxxxx", "}",
 	};
 	for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
-		struct bans_re *re;
+		struct relin *re;
 		char err[300];
 		regex_t probe;
 		if (regcomp(&probe, patterns[i], REG_EXTENDED | REG_NOSUB) != 0)
 			continue; /* not ERE at all: nothing to compare */
 		regfree(&probe);
-		if (!bans_re_compile(patterns[i], &re, err, sizeof err)) {
+		if (!relin_compile(patterns[i], &re, err, sizeof err)) {
 			fprintf(stderr, "  pattern %s refused: %s\n", patterns[i], err);
 			CHECK(strcmp(patterns[i], "[a-c-e]") == 0); /* refusing is allowed; report others */
 			continue;
 		}
 		for (size_t k = 0; k < sizeof subjects / sizeof subjects[0]; k++) {
 			size_t len = strlen(subjects[k]);
-			bool a = bans_re_match(re, subjects[k], len), b = glibc_match(patterns[i], subjects[k], len);
+			bool a = relin_match(re, subjects[k], len), b = glibc_match(patterns[i], subjects[k], len);
 			if (a != b)
 				fprintf(stderr, "  pattern %s subject \"%s\": %d, glibc %d\n", patterns[i], subjects[k], a, b);
 			CHECK(a == b);
 		}
-		bans_re_free(re);
+		relin_free(re);
 	}
 }
 
@@ -314,9 +314,9 @@ TEST(patterns_refuse_what_they_do_not_support)
 {
 	static const char *const bad[] = { "\\w+", "a\\b", "\\<x", "[[=a=]]", "[[.a.]]", "(a)\\1", "^*", "x$+" };
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		struct bans_re *re = NULL;
+		struct relin *re = NULL;
 		char err[300] = "";
-		CHECK(!bans_re_compile(bad[i], &re, err, sizeof err));
+		CHECK(!relin_compile(bad[i], &re, err, sizeof err));
 		CHECK(re == NULL && strncmp(err, "", 1) != 0);
 	}
 }
@@ -333,32 +333,32 @@ TEST(patterns_match_in_linear_time)
 	char *s = xmalloc(n + 1);
 	memset(s, 'a', n);
 	s[n] = '\0';
-	struct bans_re *re;
+	struct relin *re;
 	char err[300];
-	CHECK(bans_re_compile("a.*b", &re, err, sizeof err));
+	CHECK(relin_compile("a.*b", &re, err, sizeof err));
 	uint64_t t0 = clock_mono_ns();
-	CHECK(!bans_re_match(re, s, n));
+	CHECK(!relin_match(re, s, n));
 	double ms = ms_since(t0);
 	CHECK(ms < 500);
-	bans_re_free(re);
+	relin_free(re);
 	srand(7);
 	for (size_t i = 0; i < n; i++)
 		s[i] = (rand() & 1) ? 'a' : 'b';
-	CHECK(bans_re_compile("a.{16}c|(a|b)*a(a|b){16}c", &re, err, sizeof err));
+	CHECK(relin_compile("a.{16}c|(a|b)*a(a|b){16}c", &re, err, sizeof err));
 	t0 = clock_mono_ns();
-	CHECK(!bans_re_match(re, s, n));
+	CHECK(!relin_match(re, s, n));
 	double ms2 = ms_since(t0);
 	CHECK(ms2 < 500);
-	bans_re_free(re);
+	relin_free(re);
 	/* the largest program allowed, against the longest client ID */
-	CHECK(bans_re_compile("(a|b){110}c(a|b){110}c", &re, err, sizeof err) ||
+	CHECK(relin_compile("(a|b){110}c(a|b){110}c", &re, err, sizeof err) ||
 	      (fprintf(stderr, "  %s\n", err), false));
 	t0 = clock_mono_ns();
 	if (re)
-		CHECK(!bans_re_match(re, s, n));
+		CHECK(!relin_match(re, s, n));
 	double ms3 = ms_since(t0);
 	CHECK(ms3 < 2000);
-	bans_re_free(re);
+	relin_free(re);
 	if (ms > 100 || ms2 > 100 || ms3 > 500)
 		fprintf(stderr, "  slow matching: %.1f ms, %.1f ms, %.1f ms\n", ms, ms2, ms3);
 	free(s);

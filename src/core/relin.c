@@ -1,10 +1,11 @@
-/* Regular expressions of the clientid_re / username_re bans (bans_int.h).
+/* Linear-time regular expressions (relin.h), for patterns matched against client-chosen
+ * strings: ban patterns (clientid_re, username_re) and acl.conf {re, ...}.
  *
  * Syntax is POSIX ERE as regcomp(REG_EXTENDED) defines it: every pattern is validated by
  * glibc's regcomp first, so only what it accepts is accepted. Matching does not use glibc's
  * regexec, though: its unanchored search restarts at every position (O(n²): "a.*b" against a
  * 64 KB client ID of "a"s takes over 20 s) and its lazy DFA can build a new state per input
- * byte ("a.{16}c" against random input: seconds), all while a worker thread waits. Bans are
+ * byte ("a.{16}c" against random input: seconds), all while a worker thread waits. Patterns are
  * checked on every CONNECT against client-chosen strings, so matching here is a Thompson NFA
  * simulation: O(length × program size), program size bounded by RE_PROG_MAX, no locks.
  *
@@ -14,9 +15,10 @@
  * "{m,}", "{m,n}", "{,n}", and backslash quoting of a special character. Not supported:
  * back-references and GNU escapes (\w, \b, \<, ...), [=e=] and [.c.] in brackets.
  * Semantics follow glibc in the C locale: bytes; "." matches any byte but NUL. */
-#include "bans/bans_int.h"
+#include "core/relin.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -491,7 +493,7 @@ struct inst {
 	uint32_t x, y; /* OP_JMP: x; OP_SPLIT: x, y; OP_SET: x = set index */
 };
 
-struct bans_re {
+struct relin {
 	struct inst *prog;
 	uint32_t n;
 	struct byteset *sets;
@@ -597,7 +599,7 @@ static void gen(struct emitter *em, const struct node *n)
 	}
 }
 
-void bans_re_free(struct bans_re *re)
+void relin_free(struct relin *re)
 {
 	if (!re)
 		return;
@@ -606,11 +608,11 @@ void bans_re_free(struct bans_re *re)
 	free(re);
 }
 
-bool bans_re_compile(const char *pattern, struct bans_re **out, char *err, size_t errlen)
+bool relin_compile(const char *pattern, struct relin **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	if (strlen(pattern) > BANS_RE_MAX) {
-		snprintf(err, errlen, "regular expression longer than %d bytes", BANS_RE_MAX);
+	if (strlen(pattern) > RELIN_PATTERN_MAX) {
+		snprintf(err, errlen, "regular expression longer than %d bytes", RELIN_PATTERN_MAX);
 		return false;
 	}
 	if (!cost_ok(pattern, err, errlen))
@@ -643,7 +645,7 @@ bool bans_re_compile(const char *pattern, struct bans_re **out, char *err, size_
 		free(ps.sets);
 		return false;
 	}
-	struct bans_re *re = xcalloc(1, sizeof *re);
+	struct relin *re = xcalloc(1, sizeof *re);
 	re->prog = em.prog;
 	re->n = em.n;
 	re->sets = ps.sets;
@@ -654,7 +656,7 @@ bool bans_re_compile(const char *pattern, struct bans_re **out, char *err, size_
 /* ---- matching: Thompson NFA simulation ---- */
 
 struct vm {
-	const struct bans_re *re;
+	const struct relin *re;
 	uint32_t *mark;  /* generation in which a pc was added */
 	uint32_t *stack;
 	uint32_t gen;
@@ -700,7 +702,7 @@ static void add_thread(struct vm *vm, uint32_t *list, uint32_t *nlist, uint32_t 
 	}
 }
 
-bool bans_re_match(const struct bans_re *re, const void *str, size_t len)
+bool relin_match(const struct relin *re, const void *str, size_t len)
 {
 	const uint8_t *s = str;
 	uint32_t n = re->n;
