@@ -921,6 +921,14 @@ int broker_main(struct config *cfg, const char *config_path)
 	drain_workers(b);
 	authz_free(b->authz);
 	b->authz = NULL;
+	/* Held-back acknowledgements: the store thread posts their releases to the worker
+	 * loops once their writes are committed; run them while those loops exist. */
+	if (b->store) {
+		for (int round = 0; round < 4; round++) {
+			store_sync(b->store);
+			drain_workers(b);
+		}
+	}
 	close(mc.sig.fd);
 	status = 0;
 	log_info("bulwark stopped");

@@ -46,6 +46,7 @@ struct xdlv {
 	uint32_t sub_id;
 	uint8_t qos;
 	uint8_t flags;     /* DLV_RETAIN */
+	struct ack_wait *aw; /* a publisher's held-back acknowledgement this delivery is part of, or NULL */
 };
 
 struct outbox {
@@ -69,6 +70,7 @@ struct worker {
 	struct outbox *outboxes;       /* [nworkers], indexed by destination */
 	struct loop_task outbox_task;  /* hands outboxes over at the end of the iteration */
 	struct worker_stats stats;
+	struct ack_wait *cur_ack;      /* while routing a client's QoS 1/2 PUBLISH: its acknowledgement */
 	bool stopping;
 };
 

@@ -361,6 +361,7 @@ static void on_close(struct conn *conn, const char *reason)
 	client_connect_req_free(c);
 	listener_conn_closed(conn->listener);
 	client_free_aliases(c);
+	client_acks_close(c);
 	if (c->cert) {
 		if (c->cert->ocsp_retained)
 			revoke_ocsp_release(c->w->b->revoke, &c->cert->refs[0]);
@@ -426,6 +427,9 @@ void client_accept(struct listener *li, struct loop *l, int fd, const struct soc
 	timer_init(&c->timer, on_timer);
 	timer_init(&c->expire_timer, NULL);
 	conn_init(&c->conn, l, fd, tp, state, &client_handler, li, peer, peerlen);
+	/* Output a reading client can legitimately have queued: QoS 0 up to the high watermark,
+	 * a full inflight window of the largest packets, acks. Beyond that it is not reading. */
+	c->conn.out_max = (size_t)((uint64_t)(mq(c)->max_inflight + 1) * mq(c)->max_packet_size + 4ull * CONN_OUT_HIGH);
 	c->last_rx_ms = loop_now(l);
 	/* TLS: the handshake has its own deadline; idle_timeout then runs until CONNECT. */
 	uint64_t first = li->tls ? li->cfg->ssl.handshake_timeout_ms : mq(c)->idle_timeout_ms;

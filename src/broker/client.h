@@ -95,6 +95,7 @@ struct client {
 	struct connect_req *pending; /* CONNECT parameters while CL_CONNECTING */
 	uint64_t connected_at;       /* wall seconds */
 	struct client_rl *rl;        /* NULL when the listener limits neither messages nor bytes */
+	struct ack_queue *acks;      /* PUBACK/PUBREC held back until durable (client_publish.c), or NULL */
 };
 
 static inline struct client *client_of(struct conn *c)
@@ -132,6 +133,19 @@ void client_connect_req_free(struct client *c);
 void client_protocol_error(struct client *c, uint8_t rc, const char *what);
 void client_arm_keepalive(struct client *c);
 void client_free_aliases(struct client *c);
+/* The connection closes: forget its held-back acknowledgements (those still waiting for a
+ * commit are freed when it comes). */
+void client_acks_close(struct client *c);
+
+/* Held-back acknowledgements (client_publish.c): the PUBACK/PUBREC of a QoS 1/2 PUBLISH
+ * goes out once every store write the message caused is durable, in PUBLISH order. A
+ * delivery routed to another worker is one more part of the wait. */
+struct ack_wait;
+/* Add a part (publisher's loop thread, while routing). */
+void client_ack_part_add(struct ack_wait *aw);
+/* A part is done (its writes are finished, or it made none). Any thread (the store thread
+ * through store_notify): posts to the publisher's loop. */
+void client_ack_part_done(void *aw);
 /* Apply the mountpoint: returns a fresh string mountpoint+topic (or a copy). */
 char *client_mount(const struct client *c, const char *topic, size_t len, size_t *out_len);
 /* Authorization (client_authz.c). Build the client's subject once it is authenticated

@@ -1,4 +1,5 @@
 /* PUBLISH in both directions and the acknowledgement flows. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +13,10 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/hash.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "mqtt/mqtt.h"
+#include "store/store.h"
 
 /* Inbound topic aliases may pin at most this many bytes of topic per connection. */
 #define ALIAS_BYTES_MAX (1u << 20)
@@ -54,6 +57,122 @@ static void send_ack(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
 	}
 	pkt[1] = 2;
 	conn_write(&c->conn, pkt, n);
+}
+
+/* ---- held-back acknowledgements ----
+ *
+ * With a store, the PUBACK/PUBREC of a QoS 1/2 PUBLISH waits until every write the message
+ * caused (retained row, deliveries to persistent sessions, the QoS 2 packet id) is committed
+ * and synced, so that a crash never loses a message its publisher saw acknowledged. One
+ * ack_wait per PUBLISH, queued on its connection in PUBLISH order; parts: the publisher's
+ * own worker (a store_notify after its writes, or nothing to wait for) plus one per
+ * delivery handed to another worker (done once that worker has queued its writes and they
+ * are committed). Releases run on the publisher's loop; only `parts` is shared. */
+
+struct ack_queue {
+	struct list q; /* struct ack_wait.link, oldest first */
+};
+
+struct ack_wait {
+	struct list link;   /* in c->acks->q while the connection is open */
+	struct client *c;   /* NULL once the connection closed */
+	struct loop *loop;  /* the publisher's loop */
+	atomic_uint parts;  /* parts not done yet */
+	uint16_t pid;
+	uint8_t type, rc;
+};
+
+static void acks_flush(struct client *c)
+{
+	struct ack_queue *aq = c->acks;
+	while (!list_empty(&aq->q)) {
+		struct ack_wait *aw = list_first(&aq->q, struct ack_wait, link);
+		if (atomic_load_explicit(&aw->parts, memory_order_acquire))
+			break;
+		list_del_init(&aw->link);
+		if (!conn_closing(&c->conn))
+			send_ack(c, aw->type, aw->pid, aw->rc);
+		free(aw);
+	}
+}
+
+/* New ack_wait at the tail of c's queue with one part (the caller's). */
+static struct ack_wait *ack_wait_new(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
+{
+	if (!c->acks) {
+		c->acks = xmalloc(sizeof *c->acks);
+		list_init(&c->acks->q);
+	}
+	struct ack_wait *aw = xcalloc(1, sizeof *aw);
+	aw->c = c;
+	aw->loop = c->conn.loop;
+	atomic_init(&aw->parts, 1);
+	aw->type = type;
+	aw->pid = pid;
+	aw->rc = rc;
+	list_push_back(&c->acks->q, &aw->link);
+	return aw;
+}
+
+/* On the publisher's loop: one part is done. */
+static void ack_part_release(void *arg)
+{
+	struct ack_wait *aw = arg;
+	if (atomic_fetch_sub_explicit(&aw->parts, 1, memory_order_acq_rel) != 1)
+		return;
+	if (!aw->c)
+		free(aw); /* the connection is gone: nobody to acknowledge */
+	else
+		acks_flush(aw->c);
+}
+
+void client_ack_part_add(struct ack_wait *aw)
+{
+	atomic_fetch_add_explicit(&aw->parts, 1, memory_order_relaxed);
+}
+
+void client_ack_part_done(void *arg)
+{
+	struct ack_wait *aw = arg;
+	loop_post(aw->loop, ack_part_release, aw);
+}
+
+/* The caller's part of aw: done now when this thread queued no write since ops, else once
+ * the store has committed what it queued. */
+static void ack_part_local(struct client *c, struct ack_wait *aw, uint64_t ops)
+{
+	struct store *st = c->w->b->store;
+	if (st && store_thread_ops() != ops)
+		store_notify(st, client_ack_part_done, aw);
+	else
+		ack_part_release(aw);
+}
+
+/* An acknowledgement that waits for nothing but those before it. */
+static void send_ack_ordered(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
+{
+	if (!c->acks || list_empty(&c->acks->q)) {
+		send_ack(c, type, pid, rc);
+		return;
+	}
+	struct ack_wait *aw = ack_wait_new(c, type, pid, rc);
+	ack_part_release(aw);
+}
+
+void client_acks_close(struct client *c)
+{
+	struct ack_queue *aq = c->acks;
+	if (!aq)
+		return;
+	while (!list_empty(&aq->q)) {
+		struct ack_wait *aw = list_first(&aq->q, struct ack_wait, link);
+		list_del_init(&aw->link);
+		aw->c = NULL;
+		if (!atomic_load_explicit(&aw->parts, memory_order_acquire))
+			free(aw);
+	}
+	free(aq);
+	c->acks = NULL;
 }
 
 /* ---- inbound topic aliases ---- */
@@ -107,9 +226,9 @@ static void publish_denied(struct client *c, const struct mqtt_publish *p)
 		return;
 	uint8_t rc = c->version == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : 0;
 	if (p->qos == 1)
-		send_ack(c, MQTT_PUBACK, p->packet_id, rc);
+		send_ack_ordered(c, MQTT_PUBACK, p->packet_id, rc);
 	else if (p->qos == 2)
-		send_ack(c, MQTT_PUBREC, p->packet_id, rc);
+		send_ack_ordered(c, MQTT_PUBREC, p->packet_id, rc);
 }
 
 void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body, size_t len)
@@ -167,9 +286,16 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 		return;
 	}
 	struct session *s = c->sess;
+	struct store *st = c->w->b->store;
+	uint64_t ops = store_thread_ops();
 	if (p.qos == 2) {
 		if (session_rel_has(s, p.packet_id)) {
-			send_ack(c, MQTT_PUBREC, p.packet_id, 0); /* duplicate: already routed */
+			/* Duplicate: already routed, maybe by an earlier connection whose writes are
+			 * still on their way to the disk. */
+			if (st)
+				store_notify(st, client_ack_part_done, ack_wait_new(c, MQTT_PUBREC, p.packet_id, 0));
+			else
+				send_ack(c, MQTT_PUBREC, p.packet_id, 0);
 			return;
 		}
 		if (c->version == MQTT_V5 && m->max_inflight && s->n_rel >= m->max_inflight) {
@@ -178,7 +304,7 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 		}
 		if (!session_rel_add(s, p.packet_id, loop_now(c->conn.loop))) {
 			if (c->version == MQTT_V5) {
-				send_ack(c, MQTT_PUBREC, p.packet_id, MQTT_RC_RECEIVE_MAX_EXCEEDED);
+				send_ack_ordered(c, MQTT_PUBREC, p.packet_id, MQTT_RC_RECEIVE_MAX_EXCEEDED);
 			} else {
 				/* A v3 PUBREC cannot say "refused": it would promise delivery. */
 				client_protocol_error(c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "more than max_awaiting_rel QoS 2 messages awaiting PUBREL");
@@ -204,13 +330,25 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 		msg->expiry_at = clock_wall_s() + p.props.message_expiry;
 	else if (m->message_expiry_interval_s)
 		msg->expiry_at = clock_wall_s() + m->message_expiry_interval_s;
+	/* With a store the acknowledgement waits for the writes this message causes (see
+	 * "held-back acknowledgements" above); without one, or for QoS 0, nothing waits. */
+	struct ack_wait *aw = NULL;
+	if (p.qos && st) {
+		aw = ack_wait_new(c, p.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p.packet_id, 0);
+		c->w->cur_ack = aw;
+	}
 	size_t n = broker_publish(c->w, msg, c);
+	c->w->cur_ack = NULL;
 	msg_unref(msg);
 	uint8_t arc = n ? MQTT_RC_SUCCESS : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
-	if (p.qos == 1)
-		send_ack(c, MQTT_PUBACK, p.packet_id, arc);
-	else if (p.qos == 2)
-		send_ack(c, MQTT_PUBREC, p.packet_id, arc);
+	if (aw) {
+		aw->rc = arc;
+		ack_part_local(c, aw, ops);
+	} else if (p.qos == 1) {
+		send_ack_ordered(c, MQTT_PUBACK, p.packet_id, arc);
+	} else if (p.qos == 2) {
+		send_ack_ordered(c, MQTT_PUBREC, p.packet_id, arc);
+	}
 }
 
 void client_handle_ack(struct client *c, uint8_t type, uint8_t flags, const uint8_t *body, size_t len)
@@ -223,8 +361,16 @@ void client_handle_ack(struct client *c, uint8_t type, uint8_t flags, const uint
 	}
 	struct session *s = c->sess;
 	if (type == MQTT_PUBREL) {
+		/* PUBCOMP waits until the packet id's release is durable: after a crash a stale id
+		 * would make the broker take the client's next PUBLISH with that id for a resend
+		 * and drop it. */
+		uint64_t ops = store_thread_ops();
 		bool known = session_rel_del(s, a.packet_id);
-		send_ack(c, MQTT_PUBCOMP, a.packet_id, known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
+		uint8_t prc = known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND;
+		if (c->w->b->store && store_thread_ops() != ops)
+			ack_part_local(c, ack_wait_new(c, MQTT_PUBCOMP, a.packet_id, prc), ops);
+		else
+			send_ack_ordered(c, MQTT_PUBCOMP, a.packet_id, prc);
 		return;
 	}
 	if (!session_ack(s, type, a.packet_id, a.rc)) {

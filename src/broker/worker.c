@@ -39,12 +39,21 @@ static void batch_arrive(void *arg)
 {
 	struct batch *bt = arg;
 	struct worker *w = bt->to;
+	struct store *st = w->b->store;
 	for (size_t i = 0; i < bt->n; i++) {
 		struct xdlv *x = &bt->items[i];
 		struct session *s = session_by_id(w, x->sess_id);
+		uint64_t ops = store_thread_ops();
 		if (s)
 			session_deliver(s, x->msg, x->qos, x->flags, x->sub_id);
 		msg_unref(x->msg);
+		/* The publisher's acknowledgement waits for what this delivery wrote. */
+		if (x->aw) {
+			if (st && store_thread_ops() != ops)
+				store_notify(st, client_ack_part_done, x->aw);
+			else
+				client_ack_part_done(x->aw);
+		}
 	}
 	free(bt->items);
 	free(bt);
@@ -90,7 +99,9 @@ void worker_dispatch(struct worker *w, uint16_t dest, uint64_t sess_id, struct m
 		ob->items = xrealloc(ob->items, ob->cap * sizeof *ob->items);
 	}
 	ob->items[ob->n++] = (struct xdlv){ .msg = msg_ref(m), .sess_id = sess_id, .sub_id = sub_id, .qos = qos,
-					    .flags = flags };
+					    .flags = flags, .aw = w->cur_ack };
+	if (w->cur_ack)
+		client_ack_part_add(w->cur_ack);
 	loop_defer(w->loop, &w->outbox_task);
 }
 

@@ -126,6 +126,10 @@ struct cfg_listener {
 	char *mountpoint;      /* "" or a prefix, may hold ${clientid} / ${username} */
 	bool proxy_protocol;   /* PROXY v1/v2 header expected before MQTT/TLS */
 	uint64_t proxy_protocol_timeout_ms;
+	/* tcp_options: a connection whose output makes no write progress for send_timeout is
+	 * closed when send_timeout_close (default 15s, true; EMQX's gen_tcp options). */
+	uint64_t send_timeout_ms;
+	bool send_timeout_close;
 	struct cfg_cidr *proxy_trusted;   /* proxy_protocol_trusted, default 127.0.0.1/32 */
 	size_t n_proxy_trusted;
 	struct auth_chain_cfg *authn; /* listener `authentication` chain (replaces the global one), NULL = none */

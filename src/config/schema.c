@@ -626,6 +626,27 @@ static bool custom_burst(struct cfg_reader *ld, const struct hocon_member *m, vo
 	return cfgr_uint(ld, m, 0, 1000000000000LL, out);
 }
 
+static const struct cfg_field tcp_option_fields[] = {
+	{ "send_timeout", CFG_F_DURATION_MS, LI(send_timeout_ms), 0, 0, NULL, NULL },
+	{ "send_timeout_close", CFG_F_BOOL, LI(send_timeout_close), 0, 0, NULL, NULL },
+	/* Socket tuning Bulwark leaves to the kernel (output watermarks are fixed: 1MB / 256KB). */
+	{ "active_n", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "backlog", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "buffer", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "high_watermark", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "nodelay", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "reuseaddr", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "recbuf", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "sndbuf", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "keepalive", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, NULL, NULL },
+};
+
+static bool custom_tcp_options(struct cfg_reader *ld, const struct hocon_member *m, void *target)
+{
+	return cfgr_load_fields(ld, m, m->value, tcp_option_fields, target);
+}
+
 static const struct cfg_field listener_fields[] = {
 	{ "bind", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_bind },
 	{ "enable", CFG_F_BOOL, LI(enable), 0, 0, NULL, NULL },
@@ -648,7 +669,7 @@ static const struct cfg_field listener_fields[] = {
 	{ "websocket", CFG_F_UNSUPPORTED, 0, 0, 0, NULL, NULL },
 	{ "acceptors", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "zone", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
-	{ "tcp_options", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
+	{ "tcp_options", CFG_F_CUSTOM, 0, 0, 0, NULL, custom_tcp_options },
 	{ "limiter", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "allow_log_packet_data_from", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ NULL, 0, 0, 0, 0, NULL, NULL },
@@ -691,6 +712,8 @@ static struct cfg_listener *add_listener(struct config *cfg, enum cfg_listener_t
 	l->enable_authn = CFG_AUTHN_TRUE;
 	l->mountpoint = xstrdup("");
 	l->proxy_protocol_timeout_ms = 3000;
+	l->send_timeout_ms = 15000;
+	l->send_timeout_close = true;
 	l->proxy_trusted = xcalloc(1, sizeof *l->proxy_trusted);
 	cfg_parse_cidr("127.0.0.1/32", &l->proxy_trusted[0]);
 	l->n_proxy_trusted = 1;

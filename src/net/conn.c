@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +131,10 @@ static void free_output(struct conn *c)
 
 static void on_event(struct loop_io *io, uint32_t events);
 static void flush_task_fn(struct loop_task *t);
+static void send_timer_fn(struct timer *t);
+static uint64_t send_timeout_ms(const struct conn *c);
+static void not_reading(struct conn *c, size_t pending, uint64_t ms);
+static void close_on_error(struct conn *c, int e, const char *fallback);
 static void read_task_fn(struct loop_task *t);
 
 void conn_format_addr(const struct sockaddr *sa, char *out, size_t outlen)
@@ -179,6 +186,18 @@ void conn_init(struct conn *c, struct loop *l, int fd, const struct transport_op
 	c->pwait = NULL;
 	c->proxy = NULL;
 	timer_init(&c->linger_timer, NULL);
+	timer_init(&c->send_timer, send_timer_fn);
+	c->wprogress_ms = 0;
+	c->out_max = 0;
+	/* Output the kernel holds but cannot send (the peer's window stays shut, or nothing is
+	 * acknowledged) counts against send_timeout too: the kernel aborts the connection with
+	 * ETIMEDOUT (close_on_error() reports it as not reading). */
+	uint64_t sto = send_timeout_ms(c);
+	if (sto && (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6)) {
+		unsigned int ut = sto > INT_MAX ? INT_MAX : (unsigned int)sto;
+		if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) != 0)
+			log_debug("connection %s: TCP_USER_TIMEOUT: %s", c->peer_str, strerror(errno));
+	}
 	loop_add(l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (li && li->cfg && li->cfg->proxy_protocol)
 		proxy_start(c);
@@ -224,6 +243,7 @@ void conn_close(struct conn *c, const char *reason)
 	loop_defer_cancel(&c->flush_task);
 	loop_defer_cancel(&c->read_task);
 	timer_cancel(&c->linger_timer);
+	timer_cancel(&c->send_timer);
 	if (c->pwait)
 		timer_cancel(&c->pwait->timer);
 	list_push_back(&th.zombies, &c->zombie_link);
@@ -350,6 +370,7 @@ void conn_flush(struct conn *c)
 	if ((c->flags & (CONN_CLOSING | CONN_LINGER)) || !(c->flags & CONN_OPEN))
 		return;
 	c->flags &= ~(CONN_WRITE_BLOCKED | CONN_WRITE_WANTS_READ);
+	bool progress = false;
 	while (c->out_head) {
 		struct iovec iov[IOV_BATCH];
 		int cnt = 0;
@@ -365,9 +386,12 @@ void conn_flush(struct conn *c)
 			break;
 		}
 		size_t n = 0;
+		errno = 0;
 		enum tp_result r = c->tp->writev(c, iov, cnt, &n);
+		int e = errno;
 		if (r == TP_OK) {
 			consume_output(c, n);
+			progress = true;
 			continue;
 		}
 		if (r == TP_WANT_WRITE) {
@@ -378,8 +402,24 @@ void conn_flush(struct conn *c)
 			c->flags |= CONN_WRITE_WANTS_READ;
 			break;
 		}
-		conn_close(c, c->err[0] ? c->err : "write failed");
+		close_on_error(c, e, "write failed");
 		return;
+	}
+	if (c->out_head) {
+		/* Blocked: a peer that stopped reading is cut after send_timeout without progress,
+		 * or at once when its backlog passes the owner's hard bound. */
+		if (c->out_max && c->out_bytes > c->out_max) {
+			uint64_t now = loop_now(c->loop);
+			not_reading(c, c->out_bytes, timer_armed(&c->send_timer) ? now - c->wprogress_ms : 0);
+			return;
+		}
+		uint64_t to = send_timeout_ms(c);
+		if (progress || !timer_armed(&c->send_timer))
+			c->wprogress_ms = loop_now(c->loop);
+		if (to && !timer_armed(&c->send_timer))
+			timer_arm(c->loop, &c->send_timer, to);
+	} else if (timer_armed(&c->send_timer)) {
+		timer_cancel(&c->send_timer);
 	}
 	if ((c->flags & CONN_ABOVE_HIGH) && c->out_bytes < CONN_OUT_LOW) {
 		c->flags &= ~CONN_ABOVE_HIGH;
@@ -388,6 +428,58 @@ void conn_flush(struct conn *c)
 	}
 	if (!c->out_head && (c->flags & CONN_CLOSE_AFTER_FLUSH))
 		start_linger(c);
+}
+
+/* The listener's tcp_options.send_timeout (0 = never cut for lack of progress). */
+static uint64_t send_timeout_ms(const struct conn *c)
+{
+	const struct cfg_listener *cfg = c->listener ? c->listener->cfg : NULL;
+	if (!cfg || !cfg->send_timeout_close || cfg->send_timeout_ms == UINT64_MAX)
+		return 0;
+	return cfg->send_timeout_ms;
+}
+
+/* The peer does not read what we send (pending bytes, queued here and in the kernel, for ms
+ * without progress): close (a DISCONNECT would not be read either). */
+static void not_reading(struct conn *c, size_t pending, uint64_t ms)
+{
+	snprintf(c->err, sizeof c->err, "not reading: %zu bytes pending for %llu.%01llu seconds", pending,
+		 (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000 / 100));
+	log_warn("connection %s (listener %s): %s%s, closing", c->peer_str, c->listener ? c->listener->id : "-",
+		 c->err, c->out_max && c->out_bytes > c->out_max ? " (above the output bound)" : "");
+	conn_close(c, c->err);
+}
+
+/* Bytes the kernel still holds for the peer (unsent or unacknowledged). */
+static size_t kernel_outq(const struct conn *c)
+{
+	int q = 0;
+	return ioctl(c->io.fd, SIOCOUTQ, &q) == 0 && q > 0 ? (size_t)q : 0;
+}
+
+/* A transport call failed (errno e saved right after it): close. ETIMEDOUT there means the
+ * kernel gave up after TCP_USER_TIMEOUT (send_timeout) of undelivered output: not reading. */
+static void close_on_error(struct conn *c, int e, const char *fallback)
+{
+	if (send_timeout_ms(c) && (e == ETIMEDOUT || strstr(c->err, strerror(ETIMEDOUT))))
+		not_reading(c, c->out_bytes + kernel_outq(c), send_timeout_ms(c));
+	else
+		conn_close(c, c->err[0] ? c->err : fallback);
+}
+
+static void send_timer_fn(struct timer *t)
+{
+	struct conn *c = container_of(t, struct conn, send_timer);
+	if (conn_closing(c) || !c->out_head || !(c->flags & (CONN_WRITE_BLOCKED | CONN_WRITE_WANTS_READ)))
+		return; /* drained (or closing on its own); re-armed when writes block again */
+	uint64_t to = send_timeout_ms(c), now = loop_now(c->loop);
+	if (!to)
+		return;
+	uint64_t idle = now - c->wprogress_ms;
+	if (idle >= to)
+		not_reading(c, c->out_bytes + kernel_outq(c), idle);
+	else
+		timer_arm(c->loop, t, to - idle);
 }
 
 static void flush_task_fn(struct loop_task *t)
@@ -683,7 +775,9 @@ static void do_read(struct conn *c)
 			cap = SCRATCH_SIZE;
 		}
 		size_t n = 0;
+		errno = 0;
 		enum tp_result r = c->tp->read(c, dst, cap, &n);
+		int e = errno;
 		if (r == TP_WANT_READ)
 			return;
 		if (r == TP_WANT_WRITE) {
@@ -695,7 +789,7 @@ static void do_read(struct conn *c)
 			return;
 		}
 		if (r == TP_ERROR) {
-			conn_close(c, c->err[0] ? c->err : "read failed");
+			close_on_error(c, e, "read failed");
 			return;
 		}
 		c->bytes_in += n;
@@ -821,6 +915,7 @@ static void migrate_depart(struct loop_task *t)
 	loop_defer_cancel(&c->flush_task);
 	loop_defer_cancel(&c->read_task);
 	timer_cancel(&c->linger_timer);
+	timer_cancel(&c->send_timer);
 	loop_post(m->to, migrate_arrive, m);
 }
 

@@ -119,6 +119,9 @@ struct conn {
 	struct loop_task read_task;     /* queued when reading stopped on budget */
 	struct list zombie_link;        /* in the loop's close list while CLOSING */
 	struct timer linger_timer;      /* bounds close-after-flush and lingering */
+	struct timer send_timer;        /* armed while writes are blocked: the send_timeout cut-off */
+	uint64_t wprogress_ms;          /* loop time of the last write progress while blocked */
+	size_t out_max;                 /* hard bound on queued output (0 = none), set by the owner */
 	const char *close_reason;
 	struct migration *migration;    /* pending conn_migrate, until it departs */
 	char err[384];                  /* transport error text (TLS verify failures name the certificate) */
@@ -128,7 +131,11 @@ struct conn {
 };
 
 /* Output queue limits (bytes). Above high, owners should stop producing optional output
- * (QoS 0 drops); on_drain fires when it falls below low again. */
+ * (QoS 0 drops); on_drain fires when it falls below low again.
+ * A connection whose writes make no progress for its listener's tcp_options.send_timeout
+ * while output is pending (queued here, or held by the kernel: TCP_USER_TIMEOUT), or whose
+ * queued output exceeds out_max, is not reading: it is closed ("not reading: N bytes pending
+ * for S seconds"); no DISCONNECT, it would not be read. */
 #define CONN_OUT_HIGH (1u << 20)
 #define CONN_OUT_LOW (256u << 10)
 #define CONN_BLOCK_SIZE (16384u - 64u)

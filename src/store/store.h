@@ -10,7 +10,9 @@
  *
  * Durability (durable_storage.fsync): ALWAYS = synchronous=FULL, one transaction per
  * operation; BATCH = synchronous=FULL, one transaction per batch; NEVER =
- * synchronous=OFF. store_sync() waits until everything queued so far is committed.
+ * synchronous=OFF. store_sync() waits until everything queued so far is committed;
+ * store_notify() calls back (on the store thread) once it is, without waiting. What each
+ * setting guarantees: docs/DURABILITY.md.
  *
  * Messages are stored once (table of messages keyed by msg->store_id) and referenced
  * by deliveries; store_msg_ref() assigns the id on first use. Messages no delivery
@@ -39,6 +41,16 @@ void store_close(struct store *s);
 void store_sync(struct store *s);
 
 /* ---- writes (asynchronous, callable from any thread) ---- */
+
+/* Call fn(arg) on the store thread once every operation queued before this call (by any
+ * thread) is finished: committed, and synced unless fsync is NEVER, or dropped by a write
+ * error. fn must be quick and thread-safe (typically a loop_post). Used to hold back an
+ * acknowledgement until the writes its message caused are durable (group commit: one
+ * commit releases every acknowledgement of its batch). */
+void store_notify(struct store *s, void (*fn)(void *arg), void *arg);
+/* How many write operations the calling thread has queued so far (on any store): compare
+ * before and after some work to learn whether it caused writes. */
+uint64_t store_thread_ops(void);
 
 /* A session record. disconnected_at is wall-clock seconds (0 while connected). */
 void store_session_put(struct store *s, const char *client_id, uint32_t expiry_interval, uint8_t proto_version,

@@ -57,6 +57,7 @@ enum store_op_kind {
 	OP_REL_DEL,
 	OP_RETAIN_PUT,  /* retained row for m's topic; inserts m first when insert_msg */
 	OP_RETAIN_DEL,
+	OP_NOTIFY,      /* no write: call fn(arg) once the batch holding it is finished */
 };
 
 /* One queued write: a single allocation holding copies of the string arguments
@@ -71,6 +72,8 @@ struct store_op {
 	int64_t i64;          /* disconnected_at */
 	uint64_t msg_id;
 	struct msg *m;        /* OP_MSG_PUT, OP_RETAIN_PUT: a reference, released after writing */
+	void (*fn)(void *arg); /* OP_NOTIFY */
+	void *arg;
 	uint32_t str2_off;    /* offset of the second string in str */
 	uint32_t str2_len;    /* its length (topics are not NUL-terminated by the caller) */
 	char str[];

@@ -6,7 +6,10 @@
  *   BATCH, NEVER  one transaction (BEGIN IMMEDIATE ... COMMIT) for everything taken —
  *                 group commit: while one batch is being synced, the next accumulates;
  *   ALWAYS        one transaction per operation.
- * After a batch it publishes done_seq (the enq_seq it took) and wakes store_sync callers.
+ * A notification (OP_NOTIFY, store_notify) is called once everything queued before it is
+ * finished: BATCH, NEVER after the batch's commit, ALWAYS right after the operation before
+ * it. After a batch the thread publishes done_seq (the enq_seq it took) and wakes
+ * store_sync callers.
  *
  * Write errors (disk full, I/O error, ...) roll the transaction back and drop its
  * operations: the broker keeps serving from memory and what was dropped is simply
@@ -26,6 +29,9 @@
 #include "store/store_int.h"
 
 static const uint8_t empty_blob[1];
+
+/* Write operations queued by this thread (store_thread_ops). */
+static _Thread_local uint64_t tl_ops;
 
 static struct store_op *op_new(uint8_t kind, const char *s1, const char *s2, size_t s2len)
 {
@@ -51,6 +57,8 @@ static void append_locked(struct store *s, struct store_op *op)
 	*s->tail = op;
 	s->tail = &op->next;
 	s->enq_seq++;
+	if (op->kind != OP_NOTIFY)
+		tl_ops++;
 	if (s->idle) {
 		s->idle = false; /* one wake-up per batch, not one per operation */
 		pthread_cond_signal(&s->work_cv);
@@ -62,6 +70,19 @@ static void enqueue(struct store *s, struct store_op *op)
 	pthread_mutex_lock(&s->mu);
 	append_locked(s, op);
 	pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t store_thread_ops(void)
+{
+	return tl_ops;
+}
+
+void store_notify(struct store *s, void (*fn)(void *arg), void *arg)
+{
+	struct store_op *op = op_new(OP_NOTIFY, NULL, NULL, 0);
+	op->fn = fn;
+	op->arg = arg;
+	enqueue(s, op);
 }
 
 void store_session_put(struct store *s, const char *client_id, uint32_t expiry_interval, uint8_t proto_version,
@@ -276,6 +297,8 @@ static int apply(struct store *s, const struct store_op *op)
 		st = s->st[ST_RETAIN_DEL];
 		bind_blob(st, 1, str2, op->str2_len);
 		return step(st);
+	case OP_NOTIFY:
+		return SQLITE_OK;
 	}
 	return SQLITE_MISUSE;
 }
@@ -288,7 +311,7 @@ static const char *op_name(uint8_t kind)
 		[OP_MSG_PUT] = "message insert", [OP_DLV_PUT] = "delivery put",
 		[OP_DLV_DEL] = "delivery delete", [OP_REL_PUT] = "rel put",
 		[OP_REL_DEL] = "rel delete", [OP_RETAIN_PUT] = "retained put",
-		[OP_RETAIN_DEL] = "retained delete",
+		[OP_RETAIN_DEL] = "retained delete", [OP_NOTIFY] = "notify",
 	};
 	return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
 }
@@ -333,14 +356,22 @@ static void run_txn(struct store *s, struct store_op *first, struct store_op *en
 static void run_batch(struct store *s, struct store_op *batch)
 {
 	if (s->fsync == CFG_FSYNC_ALWAYS) {
-		for (struct store_op *op = batch; op; op = op->next)
-			run_txn(s, op, op->next, 1);
+		/* Each notification as soon as everything before it is committed. */
+		for (struct store_op *op = batch; op; op = op->next) {
+			if (op->kind == OP_NOTIFY)
+				op->fn(op->arg);
+			else
+				run_txn(s, op, op->next, 1);
+		}
 		return;
 	}
 	size_t n = 0;
 	for (struct store_op *op = batch; op; op = op->next)
-		n++;
+		n += op->kind != OP_NOTIFY;
 	run_txn(s, batch, NULL, n);
+	for (struct store_op *op = batch; op; op = op->next)
+		if (op->kind == OP_NOTIFY)
+			op->fn(op->arg);
 }
 
 static void free_ops(struct store_op *op)

@@ -857,6 +857,56 @@ static void make_valid_db(const char *dir)
 	store_close(s);
 }
 
+struct notify_rec {
+	const char *db;
+	int64_t rows;   /* rows committed when the callback ran */
+	int order;      /* 1-based call order */
+};
+static int notify_calls;
+
+static void notify_cb(void *arg)
+{
+	struct notify_rec *r = arg;
+	r->rows = q1(r->db, "SELECT count(*) FROM rels WHERE client_id = 'n'");
+	r->order = ++notify_calls;
+}
+
+TEST(notify)
+{
+	static const enum cfg_fsync modes[] = { CFG_FSYNC_ALWAYS, CFG_FSYNC_BATCH, CFG_FSYNC_NEVER };
+	for (int mi = 0; mi < 3; mi++) {
+		struct tmp t;
+		tmp_make(&t);
+		struct store *s = open_ok(t.data, modes[mi]);
+		CHECK(s != NULL);
+		if (!s) {
+			tmp_remove(&t);
+			continue;
+		}
+		notify_calls = 0;
+		struct notify_rec r[2] = { { t.db, -1, 0 }, { t.db, -1, 0 } };
+		uint64_t ops = store_thread_ops();
+		for (int i = 0; i < 100; i++)
+			store_rel_put(s, "n", (uint16_t)i);
+		store_notify(s, notify_cb, &r[0]);
+		for (int i = 100; i < 200; i++)
+			store_rel_put(s, "n", (uint16_t)i);
+		store_notify(s, notify_cb, &r[1]);
+		/* notifications are not writes */
+		CHECK_EQ_INT((int64_t)(store_thread_ops() - ops), 200);
+		store_sync(s);
+		/* called after everything queued before them was committed, in order */
+		CHECK(r[0].rows >= 100);
+		CHECK_EQ_INT(r[1].rows, 200);
+		CHECK_EQ_INT(r[0].order, 1);
+		CHECK_EQ_INT(r[1].order, 2);
+		if (modes[mi] == CFG_FSYNC_ALWAYS)
+			CHECK_EQ_INT(r[0].rows, 100); /* released right after its own writes */
+		store_close(s);
+		tmp_remove(&t);
+	}
+}
+
 TEST(corruption)
 {
 	struct tmp t;
@@ -1313,6 +1363,7 @@ int main(void)
 	RUN(gc);
 	RUN(concurrent_writers);
 	RUN(sync_semantics);
+	RUN(notify);
 	RUN(corruption);
 	RUN(corruption_sweep);
 	RUN(data_dir);
