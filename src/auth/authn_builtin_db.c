@@ -14,6 +14,7 @@
 #include "auth/authn.h"
 #include "config/config.h"
 #include "core/alloc.h"
+#include "core/fs.h"
 #include "core/hash.h"
 #include "core/hmap.h"
 #include "core/list.h"
@@ -160,27 +161,6 @@ static void db_err(struct udb *db, char *err, size_t errlen, const char *what)
 	snprintf(err, errlen, "%s: %s: %s", db->path, what, db->db ? sqlite3_errmsg(db->db) : "out of memory");
 }
 
-static bool make_dir(const char *dir, char *err, size_t errlen)
-{
-	char *p = xstrdup(dir);
-	bool ok = true;
-	for (char *s = p + 1; ok; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-				snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
-				ok = false;
-			}
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
-	free(p);
-	return ok;
-}
-
 static void bind_opt_blob(sqlite3_stmt *st, int i, const void *p, size_t n)
 {
 	if (p)
@@ -253,7 +233,7 @@ struct udb *udb_open(const char *data_dir, const char *authn_id, char *err, size
 		snprintf(err, errlen, "no data_dir for the built-in database");
 		return NULL;
 	}
-	if (!make_dir(data_dir, err, errlen))
+	if (!fs_make_dirs(data_dir, err, errlen))
 		return NULL;
 	struct udb *db = xcalloc(1, sizeof *db);
 	db->id = xstrdup(authn_id);

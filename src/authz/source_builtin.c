@@ -32,6 +32,7 @@
 #include "authz/acl.h"
 #include "config/hocon.h"
 #include "core/alloc.h"
+#include "core/fs.h"
 #include "core/hash.h"
 #include "core/hmap.h"
 #include "core/list.h"
@@ -334,27 +335,6 @@ static void db_err(struct bdb *b, char *err, size_t errlen, const char *what)
 	snprintf(err, errlen, "%s: %s: %s", b->path, what, b->db ? sqlite3_errmsg(b->db) : "out of memory");
 }
 
-static bool make_dir(const char *dir, char *err, size_t errlen)
-{
-	char *p = xstrdup(dir);
-	bool ok = true;
-	for (char *s = p + 1; ok; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-				snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
-				ok = false;
-			}
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
-	free(p);
-	return ok;
-}
-
 static int run(sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
@@ -640,7 +620,7 @@ static struct authz_source *bdb_create(const void *cfgp, const struct authz_env 
 		snprintf(err, errlen, "built_in_database: no data_dir");
 		return NULL;
 	}
-	if (!make_dir(dir, err, errlen))
+	if (!fs_make_dirs(dir, err, errlen))
 		return NULL;
 	struct bdb *b = xcalloc(1, sizeof *b);
 	b->max_rules = cfg ? cfg->max_rules : 100;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/alloc.h"
+#include "core/fs.h"
 #include "core/clock.h"
 #include "core/hash.h"
 #include "core/list.h"
@@ -355,10 +356,8 @@ static bool load_rows(struct bans *b, char *err, size_t errlen)
 
 static bool db_open(struct bans *b, const char *data_dir, char *err, size_t errlen)
 {
-	if (mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cannot create %s: %s", data_dir, strerror(errno));
+	if (!fs_make_dirs(data_dir, err, errlen))
 		return false;
-	}
 	b->path = xasprintf("%s/bans.db", data_dir);
 	int rc = sqlite3_open_v2(b->path, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 				 NULL);

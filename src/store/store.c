@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "store/store_int.h"
 
@@ -157,42 +158,6 @@ static int query1(sqlite3 *db, const char *sql, int64_t *out, char *txt, size_t 
 	return rc;
 }
 
-/* mkdir -p with mode 0700 for the directories created. */
-static bool make_dirs(const char *dir, char *err, size_t errlen)
-{
-	char *p = xstrdup(dir);
-	bool ok = false;
-	for (char *c = p + 1;; c++) {
-		if (*c != '/' && *c != 0)
-			continue;
-		char saved = *c;
-		*c = 0;
-		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-			snprintf(err, errlen, "%s: cannot create directory: %s", p, strerror(errno));
-			goto out;
-		}
-		*c = saved;
-		if (!saved)
-			break;
-	}
-	struct stat sb;
-	if (stat(dir, &sb) != 0) {
-		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-		goto out;
-	}
-	if (!S_ISDIR(sb.st_mode)) {
-		snprintf(err, errlen, "%s: not a directory", dir);
-		goto out;
-	}
-	if (access(dir, W_OK | X_OK) != 0) {
-		snprintf(err, errlen, "%s: data directory is not writable: %s", dir, strerror(errno));
-		goto out;
-	}
-	ok = true;
-out:
-	free(p);
-	return ok;
-}
 
 /* Create the database file with mode 0600 before SQLite opens it (SQLite would use
  * 0644 minus umask; its -wal and -shm files copy the database file's mode). */
@@ -333,7 +298,7 @@ struct store *store_open(const char *data_dir, enum cfg_fsync fsync, char *err, 
 		snprintf(err, errlen, "data_dir is empty");
 		return NULL;
 	}
-	if (!make_dirs(data_dir, err, errlen))
+	if (!fs_make_dirs(data_dir, err, errlen))
 		return NULL;
 
 	struct store *s = xcalloc(1, sizeof *s);
