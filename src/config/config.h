@@ -38,7 +38,7 @@ enum {
 	CFG_TLS_V1_3 = 1u << 3,
 };
 
-enum cfg_session_tickets { CFG_TICKETS_DISABLED, CFG_TICKETS_STATELESS, CFG_TICKETS_STATELESS_WITH_CERT };
+enum cfg_session_tickets { CFG_TICKETS_DISABLED, CFG_TICKETS_STATELESS, CFG_TICKETS_STATELESS_WITH_CERT, CFG_TICKETS_STATEFUL };
 
 /* ssl_options.partial_chain, EMQX's meaning: which certificates of cacertfile may be trust
  * anchors besides self-signed roots. */

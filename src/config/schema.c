@@ -315,7 +315,7 @@ static bool custom_ciphers(struct cfg_reader *ld, const struct hocon_member *m, 
 static bool custom_session_tickets(struct cfg_reader *ld, const struct hocon_member *m, void *target)
 {
 	struct cfg_ssl *ssl = target;
-	static const char *const names[] = { "disabled", "stateless", "stateless_with_cert", NULL };
+	static const char *const names[] = { "disabled", "stateless", "stateless_with_cert", "stateful", NULL };
 	int v;
 	if (m->value->type == HOCON_BOOL) { /* tolerate true/false */
 		ssl->session_tickets = m->value->boolean ? CFG_TICKETS_STATELESS : CFG_TICKETS_DISABLED;
@@ -1127,6 +1127,8 @@ static bool validate_ssl(struct cfg_reader *ld, struct cfg_listener *l)
 				"listener so these old protocols can work");
 	if (ssl->session_tickets != CFG_TICKETS_DISABLED && !(ssl->versions & CFG_TLS_V1_3))
 		ssl_warn(ld, l, "session_tickets has no effect without tlsv1.3 in versions");
+	if (ssl->session_tickets == CFG_TICKETS_STATEFUL && !ssl->reuse_sessions)
+		return ssl_fail(ld, l, "session_tickets = stateful needs reuse_sessions = true (the server's session cache)");
 	if (ssl->handshake_timeout_ms == 0)
 		return ssl_fail(ld, l, "handshake_timeout must be positive");
 	return true;

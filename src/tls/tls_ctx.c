@@ -25,6 +25,11 @@
  *                       behave as EMQX's stateless_with_cert (the certificate, hence the
  *                       identity, is there after resumption). Tickets also allow RFC 5077
  *                       resumption for TLS 1.2 unless reuse_sessions = false.
+ *                       stateful (Bulwark): one TLS 1.3 ticket that only names a session in
+ *                       this generation's server cache (SSL_OP_NO_TICKET + num_tickets 1).
+ *                       Resuming it skips decoding the client certificate again: ~180 us
+ *                       against ~600 us for a stateless mTLS ticket (perf.md §2.7); the cost
+ *                       is the cache's memory and one process only.
  *   handshake_timeout   not here: the client layer arms it (tls_server_handshake_timeout_ms).
  *   depth               SSL_CTX_set_verify_depth: intermediates between peer and anchor.
  *   dhfile              DH parameters (PEM) for DHE suites; without it OpenSSL picks
@@ -505,8 +510,9 @@ static SSL_CTX *new_ctx(struct tls_gen *g, const struct plan *p, char *err, size
 	else
 		SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	bool tickets = cfg->session_tickets != CFG_TICKETS_DISABLED && p->maxv >= TLS1_3_VERSION;
-	if (!tickets)
-		opts |= SSL_OP_NO_TICKET;
+	bool stateful = tickets && cfg->session_tickets == CFG_TICKETS_STATEFUL;
+	if (!tickets || stateful)
+		opts |= SSL_OP_NO_TICKET; /* with 1.3 and the cache on: stateful tickets */
 	SSL_CTX_set_options(ctx, opts);
 	/* Idle connections give their record buffers back (~33 KB each). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -516,7 +522,7 @@ static SSL_CTX *new_ctx(struct tls_gen *g, const struct plan *p, char *err, size
 	/* ~6.7 KB per cached mTLS session (perf.md §2.7): OTP's server default of 3000, not OpenSSL's 20480. */
 	SSL_CTX_sess_set_cache_size(ctx, 3000);
 	SSL_CTX_set_session_id_context(ctx, p->sid, sizeof p->sid);
-	if (tickets)
+	if (tickets && !stateful)
 		SSL_CTX_set_session_ticket_cb(ctx, NULL, tls_ticket_decrypt_cb, g);
 	if (p->list12 && SSL_CTX_set_cipher_list(ctx, p->list12) != 1) {
 		ssl_err(err, errlen, "ciphers: no usable cipher in", cfg->ciphers);

@@ -300,6 +300,40 @@ def test_session_tickets_stateless_issues_one_ticket_and_resumes(start_broker, p
     assert len(re.findall(r"<<< .*NewSessionTicket", out)) == 1, out
 
 
+def test_session_tickets_stateful_resumes_from_the_server_cache(start_broker, pki):
+    b = start_broker(mtls("session_tickets = stateful"), ssl=True)
+    ctx = client(pki, "client", min_version="1.3")
+    with handshake(b.ssl_port, ctx) as s:
+        assert mqtt_connect_over(s, "stateful-0") == 0
+        # a stateful ticket only names the cached session: a few dozen bytes, no sealed certificate
+        assert s.session.has_ticket
+    reused, rc = _resume(b.ssl_port, ctx, "stateful")
+    assert reused and rc == 0, "a stateful TLS 1.3 ticket must resume (and MQTT works over it)"
+    out = s_client_until(b.ssl_port, ["-tls1_3", "-msg", "-cert", pki.client_cert, "-key", pki.client_key],
+                         r"Post-Handshake New Session Ticket arrived", stdin=m.connect("count1", version=4),
+                         linger=0.5)
+    assert len(re.findall(r"<<< .*NewSessionTicket", out)) == 1, out
+    # after a reload (new generation, new cache) the old ticket gives a full handshake, not an error
+    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    assert mqtt_connect_over(s, "stateful-a") == 0
+    sess = s.session
+    close_cleanly(s)
+    b.reload(wait_log=r"certificates reloaded")
+    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+    try:
+        assert mqtt_connect_over(s, "stateful-b") == 0
+        assert not s.session_reused
+    finally:
+        s.close()
+
+
+def test_session_tickets_stateful_needs_the_session_cache(check_config):
+    status, out = check_config(mtls("session_tickets = stateful\n    reuse_sessions = false"))
+    assert status == 1 and "session_tickets = stateful needs reuse_sessions = true" in out, out
+
+
 def test_revoked_certificate_cannot_come_back_through_resumption(start_broker, pki, tmp_path):
     # The device got a TLS 1.2 session while its certificate was good; after the CRL revokes it,
     # presenting the cached session must not get it in again.
