@@ -269,11 +269,25 @@ static enum tp_result tls_read(struct conn *c, uint8_t *buf, size_t len, size_t 
 	ERR_clear_error();
 	errno = 0;
 	int r = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-	if (r > 0) {
-		*n = (size_t)r;
-		return TP_OK;
+	if (r <= 0)
+		return map_error(c, ssl, r, "read");
+	/* SSL_read returns one record at a time. With read_ahead on, one read() brought every
+	 * record that had arrived: hand them all to the owner in one call (one MQTT parse pass
+	 * over many small PUBLISH records) instead of one call per record. Stops at the first
+	 * partial record (no syscall is spent on it: SSL_has_pending is false then only when
+	 * nothing is buffered; a partial record ends in WANT_READ, which is not an error here). */
+	size_t total = (size_t)r;
+	while (total < len && SSL_has_pending(ssl)) {
+		size_t room = len - total;
+		r = SSL_read(ssl, buf + total, room > INT32_MAX ? INT32_MAX : (int)room);
+		if (r <= 0) {
+			ERR_clear_error();
+			break; /* the next call reports it (WANT_READ, EOF or the error) */
+		}
+		total += (size_t)r;
 	}
-	return map_error(c, ssl, r, "read");
+	*n = total;
+	return TP_OK;
 }
 
 static enum tp_result tls_writev(struct conn *c, const struct iovec *iov, int iovcnt, size_t *n)
