@@ -467,6 +467,8 @@ static void complete_connect(struct client *c)
 		revoke_ocsp_retain(c->w->b->revoke, &c->cert->refs[0]);
 		c->cert->ocsp_retained = true;
 	}
+	/* What the connection needs of its certificate is in c->cert now. */
+	tls_conn_release_peer(&c->conn);
 	if (present)
 		session_resend(s);
 	conn_resume_read(&c->conn);

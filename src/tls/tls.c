@@ -366,6 +366,76 @@ STACK_OF(X509) *tls_conn_verified_chain(const struct conn *c)
 	return ci && ci->chain && sk_X509_num(ci->chain) > 0 ? ci->chain : NULL;
 }
 
+/* SSL_set_session switches the SSL back to its SSL_CTX's method when they differ, and
+ * after negotiation the SSL runs the version's own method (TLS_server_method's ctx does
+ * not): the switch frees the record state and the connection can no longer encrypt. So the
+ * swap happens while the SSL belongs, for an instant, to a bare context built on the
+ * negotiated method. One per method, made on first use, kept for the process's life. */
+static pthread_mutex_t bare_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	const SSL_METHOD *method;
+	SSL_CTX *ctx;
+} bare_ctx[8];
+
+static SSL_CTX *bare_ctx_for(const SSL_METHOD *m)
+{
+	SSL_CTX *ctx = NULL;
+	pthread_mutex_lock(&bare_lock);
+	for (size_t i = 0; i < sizeof bare_ctx / sizeof bare_ctx[0]; i++) {
+		if (bare_ctx[i].method == m) {
+			ctx = bare_ctx[i].ctx;
+			break;
+		}
+		if (!bare_ctx[i].method) {
+			ctx = SSL_CTX_new(m);
+			if (ctx) {
+				bare_ctx[i].method = m;
+				bare_ctx[i].ctx = ctx;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&bare_lock);
+	return ctx;
+}
+
+void tls_conn_release_peer(struct conn *c)
+{
+	if (c->tp != &tls_transport || !c->tp_state)
+		return;
+	SSL *ssl = c->tp_state;
+	tls_conn_info_drop(ssl); /* our copy of the verified chain (tls_verify_cert_cb) */
+	/* The session holds the decoded client certificate (~5.5 KB with its key) for as long as
+	 * the connection lives. Swap in a session that only names the cipher and the version,
+	 * all an established connection reads from it. Not when the client negotiated a max
+	 * fragment length (kept in the session, and there is no setter for it). */
+	SSL_SESSION *old = SSL_get_session(ssl);
+	if (!old || !SSL_SESSION_get0_peer(old) ||
+	    SSL_SESSION_get_max_fragment_length(old) != TLSEXT_max_fragment_length_DISABLED)
+		return;
+	SSL_CTX *home = SSL_get_SSL_CTX(ssl);
+	const SSL_METHOD *m = SSL_get_ssl_method(ssl);
+	SSL_CTX *bare = m == SSL_CTX_get_ssl_method(home) ? home : bare_ctx_for(m);
+	SSL_SESSION *slim = bare ? SSL_SESSION_new() : NULL;
+	if (slim && SSL_SESSION_set_cipher(slim, SSL_SESSION_get0_cipher(old)) == 1 &&
+	    SSL_SESSION_set_protocol_version(slim, SSL_SESSION_get_protocol_version(old)) == 1) {
+		SSL_CTX_up_ref(home); /* SSL_set_SSL_CTX drops the SSL's reference to it */
+		if (bare == home || SSL_set_SSL_CTX(ssl, bare) == bare) {
+			/* SSL_set_session drops the current session from the cache unless a
+			 * close_notify was sent: pretend one was, so a cached session stays resumable. */
+			int sd = SSL_get_shutdown(ssl);
+			SSL_set_shutdown(ssl, sd | SSL_SENT_SHUTDOWN);
+			SSL_set_session(ssl, slim);
+			SSL_set_shutdown(ssl, sd);
+			if (bare != home)
+				SSL_set_SSL_CTX(ssl, home);
+		}
+		SSL_CTX_free(home);
+	}
+	SSL_SESSION_free(slim);
+	ERR_clear_error();
+}
+
 bool tls_conn_revocation_pending(const struct conn *c)
 {
 	if (c->tp != &tls_transport || !c->tp_state)

@@ -65,8 +65,12 @@ extern const struct transport_ops tls_transport;
 /* The verified peer certificate of a TLS connection (a reference the caller must
  * X509_free), or NULL when none was presented / the connection is not TLS. */
 X509 *tls_conn_peer_cert(const struct conn *c);
-/* The verified chain, leaf first (not a copy: valid while the connection lives), or NULL. */
+/* The verified chain, leaf first (not a copy: valid until tls_conn_release_peer), or NULL. */
 STACK_OF(X509) *tls_conn_verified_chain(const struct conn *c);
+/* The connection is established (CONNECT handled): free the client certificate, its chain
+ * and the verification details (~6 KB per idle mTLS connection). tls_conn_peer_cert and
+ * tls_conn_verified_chain return NULL afterwards. */
+void tls_conn_release_peer(struct conn *c);
 /* True when the handshake's revocation check needs the network (REVOKE_PENDING): the
  * client must call revoke_check_async before CONNACK. */
 bool tls_conn_revocation_pending(const struct conn *c);

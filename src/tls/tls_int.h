@@ -101,7 +101,7 @@ struct tls_conn_info {
 	int depth;                    /* where it failed */
 	char reason[128];             /* "certificate has expired", "extKeyUsage unmatched", ... */
 	char subject[256];            /* DN of the refused certificate (RFC 4514, escaped) */
-	STACK_OF(X509) *chain;        /* verified chain of a resumed session (owned) */
+	STACK_OF(X509) *chain;        /* verified chain (owned), until tls_conn_release_peer */
 };
 
 enum tls_eku_result { TLS_EKU_OK, TLS_EKU_NOT_SET, TLS_EKU_UNMATCHED };
@@ -112,6 +112,8 @@ int tls_ex_gen_index(void);
 int tls_ex_gen_owner_index(void);
 /* The connection's info, creating it when create is set (NULL otherwise when absent). */
 struct tls_conn_info *tls_conn_info_of(const SSL *ssl, bool create);
+/* Free the connection's info (tls_conn_release_peer: nothing refers to it any more). */
+void tls_conn_info_drop(SSL *ssl);
 /* Does cert's extendedKeyUsage contain every usage in bits (CFG_EKU_*) and every oid? */
 enum tls_eku_result tls_eku_match(X509 *cert, uint32_t bits, ASN1_OBJECT *const *oids, size_t n_oids);
 /* SSL_CTX_set_cert_verify_callback callback (arg: the generation): chain verification with

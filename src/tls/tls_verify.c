@@ -337,7 +337,30 @@ int tls_verify_cert_cb(X509_STORE_CTX *sctx, void *arg)
 {
 	struct tls_gen *g = arg;
 	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-	return verify_ctx(g, ssl, sctx);
+	int ok = verify_ctx(g, ssl, sctx);
+	if (ok > 0 && ssl) {
+		/* Keep the verified chain ourselves rather than in the SSL (OpenSSL would hold it,
+		 * with the leaf, for the connection's life): the client layer takes what it needs
+		 * at CONNECT, then tls_conn_release_peer frees it with the certificate. */
+		struct tls_conn_info *ci = tls_conn_info_of(ssl, true);
+		if (ci) {
+			sk_X509_pop_free(ci->chain, X509_free);
+			ci->chain = X509_STORE_CTX_get1_chain(sctx);
+			X509_STORE_CTX_set0_verified_chain(sctx, NULL);
+		}
+	}
+	return ok;
+}
+
+void tls_conn_info_drop(SSL *ssl)
+{
+	tls_ex_init();
+	struct tls_conn_info *ci = SSL_get_ex_data(ssl, info_idx);
+	if (!ci)
+		return;
+	SSL_set_ex_data(ssl, info_idx, NULL);
+	sk_X509_pop_free(ci->chain, X509_free);
+	free(ci);
 }
 
 /* Verify a session's peer certificate against g now; on success the chain is kept in the
