@@ -6,10 +6,10 @@ set -euo pipefail
 PKGS=(
 	build-essential make pkg-config openssl ca-certificates
 	libssl-dev libsqlite3-dev libcurl4-openssl-dev
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev valgrind
 	mosquitto mosquitto-clients haproxy
 	python3 python3-paho-mqtt python3-pytest python3-pytest-xdist python3-pytest-timeout python3-cryptography python3-jwt
-	libjansson-dev libhiredis-dev libpq-dev libmariadb-dev libcrypt-dev
+	libjansson-dev libhiredis-dev libpq-dev libmariadb-dev libcrypt-dev libjemalloc-dev
 	redis-server postgresql mariadb-server
 )
 
