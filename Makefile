@@ -63,6 +63,7 @@ e2e: $(BUILD)/bulwark
 check-one: unit e2e
 
 check:
+	$(MAKE) bench
 	$(MAKE) check-one
 	$(MAKE) SAN=1 check-one
 	$(MAKE) fuzz-short
