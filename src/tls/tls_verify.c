@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -363,6 +364,45 @@ void tls_conn_info_drop(SSL *ssl)
 	free(ci);
 }
 
+/* The last step of X509_verify_cert for a resumed session: validity periods only. The
+ * signatures were checked when this generation made the session (its cache and its ticket
+ * keys die with it, so a session always comes from the same CA store): only time and
+ * revocation can have changed since. Skips one signature verification per certificate
+ * (~55 us each with ECDSA P-256, a fifth of a resumed handshake). */
+static int verify_times_only(X509_STORE_CTX *ctx)
+{
+	X509_VERIFY_PARAM *vp = X509_STORE_CTX_get0_param(ctx);
+	unsigned long flags = X509_VERIFY_PARAM_get_flags(vp);
+	if (flags & X509_V_FLAG_NO_CHECK_TIME)
+		return 1;
+	time_t at = X509_VERIFY_PARAM_get_time(vp);
+	time_t *ptime = (flags & X509_V_FLAG_USE_CHECK_TIME) ? &at : NULL;
+	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+	int (*cb)(int, X509_STORE_CTX *) = X509_STORE_CTX_get_verify_cb(ctx);
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *x = sk_X509_value(chain, i);
+		int err = X509_V_OK;
+		int nb = X509_cmp_time(X509_get0_notBefore(x), ptime);
+		int na = X509_cmp_time(X509_get0_notAfter(x), ptime);
+		if (nb == 0)
+			err = X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD;
+		else if (nb > 0)
+			err = X509_V_ERR_CERT_NOT_YET_VALID;
+		else if (na == 0)
+			err = X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD;
+		else if (na < 0)
+			err = X509_V_ERR_CERT_HAS_EXPIRED;
+		if (err == X509_V_OK)
+			continue;
+		X509_STORE_CTX_set_error(ctx, err);
+		X509_STORE_CTX_set_error_depth(ctx, i);
+		X509_STORE_CTX_set_current_cert(ctx, x);
+		if (!cb || !cb(0, ctx))
+			return 0;
+	}
+	return 1;
+}
+
 /* Verify a session's peer certificate against g now; on success the chain is kept in the
  * connection's info. */
 static bool verify_session_cert(struct tls_gen *g, SSL *ssl, X509 *peer, STACK_OF(X509) *untrusted)
@@ -378,6 +418,7 @@ static bool verify_session_cert(struct tls_gen *g, SSL *ssl, X509 *peer, STACK_O
 	X509_VERIFY_PARAM_set_auth_level(p, SSL_get_security_level(ssl));
 	X509_VERIFY_PARAM_set1(p, SSL_get0_param(ssl));
 	X509_STORE_CTX_set_ex_data(c, SSL_get_ex_data_X509_STORE_CTX_idx(), ssl);
+	X509_STORE_CTX_set_verify(c, verify_times_only);
 	if (verify_ctx(g, ssl, c) > 0) {
 		struct tls_conn_info *ci = tls_conn_info_of(ssl, true);
 		if (ci) {

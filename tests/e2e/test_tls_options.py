@@ -329,6 +329,38 @@ def test_session_tickets_stateful_resumes_from_the_server_cache(start_broker, pk
         s.close()
 
 
+@pytest.mark.parametrize("tickets,max_version", [("stateful", "1.3"), ("stateless", "1.3"), ("disabled", "1.2")])
+def test_certificate_that_expired_since_cannot_resume(start_broker, pki, tmp_path, tickets, max_version):
+    # A resumed session skips signature checks (this generation verified them), not the clock.
+    import datetime
+    expires = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(seconds=4)
+    cert, key, chain = pki.issue_client(tmp_path, "shortlived", not_after=expires)
+    b = start_broker(mtls(f"session_tickets = {tickets}"), ssl=True)
+    ctx = client_context(ca=pki.root_ca_cert, cert=chain, key=key, max_version=max_version)
+    s = handshake(b.ssl_port, ctx)
+    assert mqtt_connect_over(s, "short-1") == 0
+    sess = s.session
+    close_cleanly(s)
+    # still valid: resumes
+    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+    assert mqtt_connect_over(s, "short-2") == 0 and s.session_reused
+    sess = s.session
+    close_cleanly(s)
+    time.sleep(max(0.0, (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
+    mark = b.log_mark()
+    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+        kind = f"connack {mqtt_connect_over(s, 'short-3')}"
+    except (ssl.SSLError, OSError, AssertionError) as e:
+        kind = f"refused: {e!r}"
+    finally:
+        raw.close()
+    assert kind.startswith("refused"), kind
+    b.wait_for_log(r"certificate has expired.*CN=shortlived", since=mark)
+
+
 def test_session_tickets_stateful_needs_the_session_cache(check_config):
     status, out = check_config(mtls("session_tickets = stateful\n    reuse_sessions = false"))
     assert status == 1 and "session_tickets = stateful needs reuse_sessions = true" in out, out
