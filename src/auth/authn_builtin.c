@@ -292,6 +292,17 @@ static bool blank_line(const char *p, const char *end)
 	return true;
 }
 
+/* Past the end of the line at p; *line counts it only when a line break follows (a last
+ * line without one is still the same line for messages). */
+static const char *next_line(const char *p, const char *end, int *line)
+{
+	const char *nl = memchr(p, '\n', (size_t)(end - p));
+	if (!nl)
+		return end;
+	(*line)++;
+	return nl + 1;
+}
+
 enum { COL_USER_ID, COL_SECRET, COL_SALT, COL_SUPER, COL__COUNT };
 
 static bool parse_csv(const char *path, const char *text, size_t len, int type, struct boot_list *out, char *err,
@@ -304,11 +315,8 @@ static bool parse_csv(const char *path, const char *text, size_t len, int type, 
 	int line = 1;
 	if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
 		p += 3; /* UTF-8 byte order mark */
-	while (p < end && blank_line(p, end)) {
-		p = memchr(p, '\n', (size_t)(end - p));
-		p = p ? p + 1 : end;
-		line++;
-	}
+	while (p < end && blank_line(p, end))
+		p = next_line(p, end, &line);
 	if (p >= end) {
 		snprintf(err, errlen, "%s:%d: empty file: expected the header line %s", path, line, expect);
 		return false;
@@ -358,9 +366,7 @@ static bool parse_csv(const char *path, const char *text, size_t len, int type, 
 	}
 	while (ok && p < end) {
 		if (blank_line(p, end)) {
-			p = memchr(p, '\n', (size_t)(end - p));
-			p = p ? p + 1 : end;
-			line++;
+			p = next_line(p, end, &line);
 			continue;
 		}
 		int rl = line;
@@ -510,6 +516,17 @@ type_error:
 	return ok;
 }
 
+bool builtin_boot_parse(const char *name, const char *text, size_t len, bool json, int type, struct boot_list *out,
+			char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	bool ok = json ? parse_json(name, text, len, type, out, err, errlen)
+		       : parse_csv(name, text, len, type, out, err, errlen);
+	if (!ok)
+		builtin_boot_free(out);
+	return ok;
+}
+
 static bool has_ext(const char *path, const char *ext)
 {
 	size_t n = strlen(path), e = strlen(ext);
@@ -528,12 +545,9 @@ bool builtin_boot_read(const char *path, int type, struct boot_list *out, char *
 	char *text = read_file(path, &len, err, errlen);
 	if (!text)
 		return false;
-	bool ok = json ? parse_json(path, text, len, type, out, err, errlen)
-		       : parse_csv(path, text, len, type, out, err, errlen);
+	bool ok = builtin_boot_parse(path, text, len, json, type, out, err, errlen);
 	memset(text, 0, len);
 	free(text);
-	if (!ok)
-		builtin_boot_free(out);
 	return ok;
 }
 

@@ -31,9 +31,15 @@ struct boot_list {
 	size_t n, cap;
 };
 
-/* Read a bootstrap file; type 0 = plain, 1 = hash. false with "file:line: message" in err. */
+/* Parse the text of a bootstrap file (len bytes, need not be NUL-terminated; name is used in
+ * messages only): CSV, or JSON when json; type 0 = plain, 1 = hash. On success *out holds
+ * the users (the caller frees it with builtin_boot_free); on failure *out is empty and err
+ * holds "name:line: message", line >= 1 being where the problem is. */
+bool builtin_boot_parse(const char *name, const char *text, size_t len, bool json, int type, struct boot_list *out,
+			char *err, size_t errlen);
+/* Read a bootstrap file (format by extension) and parse it with builtin_boot_parse. */
 bool builtin_boot_read(const char *path, int type, struct boot_list *out, char *err, size_t errlen);
-/* Free what builtin_boot_read returned. */
+/* Free what builtin_boot_parse or builtin_boot_read returned. */
 void builtin_boot_free(struct boot_list *l);
 
 #endif

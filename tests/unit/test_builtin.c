@@ -330,6 +330,51 @@ TEST(json_malformed)
 	tmp_remove();
 }
 
+/* builtin_boot_parse on text in memory, placed to end at an unreadable page: the fuzz target's
+ * entry point (fuzz/fuzz_usersboot.c) and its findings. */
+static bool parse_text(const char *text, bool json, int type, struct boot_list *l, char *err, size_t errlen)
+{
+	void *base;
+	size_t maplen, n = strlen(text);
+	const uint8_t *p = unit_guard_copy(text, n, &base, &maplen);
+	bool ok = builtin_boot_parse(json ? "t.json" : "t.csv", (const char *)p, n, json, type, l, err, errlen);
+	unit_guard_free(base, maplen);
+	return ok;
+}
+
+static void parse_bad(const char *text, bool json, int type, const char *want)
+{
+	char err[512] = "";
+	struct boot_list l;
+	CHECK(!parse_text(text, json, type, &l, err, sizeof err));
+	CHECK(l.v == NULL && l.n == 0);
+	if (strncmp(err, want, strlen(want)) != 0) {
+		fprintf(stderr, "  text \"%s\"\n  error:  %s\n  wanted: %s...\n", text, err, want);
+		CHECK(0);
+	}
+}
+
+TEST(boot_parse_text)
+{
+	char err[512] = "";
+	struct boot_list l;
+	/* a last line without a line break, unquoted field ending at the end of the buffer */
+	CHECK(parse_text("user_id,password\nalice,pw", false, 0, &l, err, sizeof err));
+	CHECK_EQ_INT(l.n, 1);
+	if (l.n == 1)
+		CHECK(user_is(&l.v[0], "alice", "pw", NULL, false) && l.v[0].line == 2);
+	builtin_boot_free(&l);
+	CHECK(parse_text("[{\"user_id\": \"a\", \"password_hash\": \"h\"}]", true, 1, &l, err, sizeof err));
+	CHECK_EQ_INT(l.n, 1);
+	builtin_boot_free(&l);
+	/* fuzz finding: blank lines without a final line break counted one line too many
+	 * ("t.csv:2: empty file" for a file of one line) */
+	parse_bad(" ", false, 0, "t.csv:1: empty file");
+	parse_bad("\n\n \t", false, 0, "t.csv:3: empty file");
+	parse_bad("\r\n", false, 0, "t.csv:2: empty file");
+	parse_bad("user_id,password\n\n  \n\"a", false, 0, "t.csv:4: unterminated quoted field");
+}
+
 /* ---- the user table ---- */
 
 static struct udb_user mkuser(const char *id, const char *hash, const char *salt, bool super)
@@ -1027,6 +1072,7 @@ int main(void)
 	RUN(csv_malformed);
 	RUN(json_plain_and_hash);
 	RUN(json_malformed);
+	RUN(boot_parse_text);
 	RUN(user_table);
 	RUN(config_parse);
 	RUN(password_authentication);
