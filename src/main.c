@@ -6,6 +6,7 @@
  *   bulwark ctl ...            talk to a running broker (see ctl/ctl.h)
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,8 @@ static int check_config(const struct config *cfg)
 
 int main(int argc, char **argv)
 {
+	/* A write past RLIMIT_FSIZE fails with EFBIG (the store reports it) instead of killing us. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
 		return ctl_client_main(argc - 1, argv + 1);
 	static const struct option opts[] = {

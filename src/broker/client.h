@@ -143,9 +143,10 @@ void client_acks_close(struct client *c);
 struct ack_wait;
 /* Add a part (publisher's loop thread, while routing). */
 void client_ack_part_add(struct ack_wait *aw);
-/* A part is done (its writes are finished, or it made none). Any thread (the store thread
- * through store_notify): posts to the publisher's loop. */
-void client_ack_part_done(void *aw);
+/* A part is done (its writes are finished, or it made none); durable is false when a write
+ * error dropped one of them (the acknowledgement then reports a failure). Any thread (the
+ * store thread through store_notify): posts to the publisher's loop. */
+void client_ack_part_done(void *aw, bool durable);
 /* Apply the mountpoint: returns a fresh string mountpoint+topic (or a copy). */
 char *client_mount(const struct client *c, const char *topic, size_t len, size_t *out_len);
 /* Authorization (client_authz.c). Build the client's subject once it is authenticated

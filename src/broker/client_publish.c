@@ -67,7 +67,8 @@ static void send_ack(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
  * ack_wait per PUBLISH, queued on its connection in PUBLISH order; parts: the publisher's
  * own worker (a store_notify after its writes, or nothing to wait for) plus one per
  * delivery handed to another worker (done once that worker has queued its writes and they
- * are committed). Releases run on the publisher's loop; only `parts` is shared. */
+ * are committed). Releases run on the publisher's loop; only `parts` and `failed` are
+ * shared. A part whose writes a store error dropped marks the wait failed: see ack_failed. */
 
 struct ack_queue {
 	struct list q; /* struct ack_wait.link, oldest first */
@@ -78,9 +79,29 @@ struct ack_wait {
 	struct client *c;   /* NULL once the connection closed */
 	struct loop *loop;  /* the publisher's loop */
 	atomic_uint parts;  /* parts not done yet */
+	atomic_bool failed; /* a store write of the message was dropped */
 	uint16_t pid;
 	uint8_t type, rc;
 };
+
+/* The store could not write what a PUBACK/PUBREC would vouch for (disk full, I/O error):
+ * MQTT 5 answers 0x80 (unspecified error); MQTT 3 cannot say no, so the connection is
+ * closed and the client resends after reconnecting. A QoS 2 flow ends here: the packet id
+ * is forgotten, so a resend is routed again. A PUBCOMP is sent anyway: the release is done
+ * in memory, and neither version can report a failure there (docs/DURABILITY.md). */
+static void ack_failed(struct client *c, struct ack_wait *aw)
+{
+	if (aw->type == MQTT_PUBCOMP) {
+		send_ack(c, aw->type, aw->pid, aw->rc);
+		return;
+	}
+	if (aw->type == MQTT_PUBREC && c->sess)
+		session_rel_del(c->sess, aw->pid);
+	if (c->version == MQTT_V5)
+		send_ack(c, aw->type, aw->pid, MQTT_RC_UNSPECIFIED);
+	else
+		client_disconnect(c, MQTT_RC_UNSPECIFIED, "message not stored (store write error), cannot acknowledge it");
+}
 
 static void acks_flush(struct client *c)
 {
@@ -90,8 +111,12 @@ static void acks_flush(struct client *c)
 		if (atomic_load_explicit(&aw->parts, memory_order_acquire))
 			break;
 		list_del_init(&aw->link);
-		if (!conn_closing(&c->conn))
-			send_ack(c, aw->type, aw->pid, aw->rc);
+		if (!conn_closing(&c->conn)) {
+			if (atomic_load_explicit(&aw->failed, memory_order_relaxed))
+				ack_failed(c, aw);
+			else
+				send_ack(c, aw->type, aw->pid, aw->rc);
+		}
 		free(aw);
 	}
 }
@@ -107,6 +132,7 @@ static struct ack_wait *ack_wait_new(struct client *c, uint8_t type, uint16_t pi
 	aw->c = c;
 	aw->loop = c->conn.loop;
 	atomic_init(&aw->parts, 1);
+	atomic_init(&aw->failed, false);
 	aw->type = type;
 	aw->pid = pid;
 	aw->rc = rc;
@@ -131,10 +157,12 @@ void client_ack_part_add(struct ack_wait *aw)
 	atomic_fetch_add_explicit(&aw->parts, 1, memory_order_relaxed);
 }
 
-void client_ack_part_done(void *arg)
+void client_ack_part_done(void *arg, bool durable)
 {
 	struct ack_wait *aw = arg;
-	loop_post(aw->loop, ack_part_release, aw);
+	if (!durable)
+		atomic_store_explicit(&aw->failed, true, memory_order_relaxed);
+	loop_post(aw->loop, ack_part_release, aw); /* the post orders the store before the release */
 }
 
 /* The caller's part of aw: done now when this thread queued no write since ops, else once
@@ -143,7 +171,7 @@ static void ack_part_local(struct client *c, struct ack_wait *aw, uint64_t ops)
 {
 	struct store *st = c->w->b->store;
 	if (st && store_thread_ops() != ops)
-		store_notify(st, client_ack_part_done, aw);
+		store_notify(st, ops, client_ack_part_done, aw);
 	else
 		ack_part_release(aw);
 }
@@ -293,7 +321,7 @@ void client_handle_publish(struct client *c, uint8_t flags, const uint8_t *body,
 			/* Duplicate: already routed, maybe by an earlier connection whose writes are
 			 * still on their way to the disk. */
 			if (st)
-				store_notify(st, client_ack_part_done, ack_wait_new(c, MQTT_PUBREC, p.packet_id, 0));
+				store_notify(st, ops, client_ack_part_done, ack_wait_new(c, MQTT_PUBREC, p.packet_id, 0));
 			else
 				send_ack(c, MQTT_PUBREC, p.packet_id, 0);
 			return;

@@ -50,9 +50,9 @@ static void batch_arrive(void *arg)
 		/* The publisher's acknowledgement waits for what this delivery wrote. */
 		if (x->aw) {
 			if (st && store_thread_ops() != ops)
-				store_notify(st, client_ack_part_done, x->aw);
+				store_notify(st, ops, client_ack_part_done, x->aw);
 			else
-				client_ack_part_done(x->aw);
+				client_ack_part_done(x->aw, true);
 		}
 	}
 	free(bt->items);

@@ -107,10 +107,12 @@ static const char *const gc_sql[] = {
 void store_errf(char *err, size_t errlen, const char *path, sqlite3 *db, const char *what)
 {
 	const char *msg = db ? sqlite3_errmsg(db) : "out of memory";
+	int rc = db ? sqlite3_errcode(db) & 0xff : SQLITE_NOMEM;
+	const char *hint = rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ? " (" STORE_DAMAGED_HINT ")" : "";
 	if (what)
-		snprintf(err, errlen, "%s: %s: %s", path, what, msg);
+		snprintf(err, errlen, "%s: %s: %s%s", path, what, msg, hint);
 	else
-		snprintf(err, errlen, "%s: %s", path, msg);
+		snprintf(err, errlen, "%s: %s%s", path, msg, hint);
 }
 
 int store_db_open(const char *path, int flags, sqlite3 **out)
@@ -187,6 +189,18 @@ static bool precreate_db(const char *dir, const char *path, char *err, size_t er
 		snprintf(err, errlen, "%s: not a regular file", path);
 		return false;
 	}
+	/* SQLite would only say "unable to open database file": name the cause. */
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		if (e == EACCES || e == EPERM || e == EROFS)
+			snprintf(err, errlen, "%s: %s (the broker, running as uid %u, must be able to read and write it)",
+				 path, strerror(e), (unsigned)geteuid());
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(e));
+		return false;
+	}
+	close(fd);
 	return true;
 }
 
@@ -284,6 +298,7 @@ static void store_free(struct store *s)
 	pthread_cond_destroy(&s->work_cv);
 	pthread_cond_destroy(&s->done_cv);
 	pthread_mutex_destroy(&s->mu);
+	free(s->fail_upto);
 	free(s->path);
 	free(s);
 }
@@ -317,7 +332,7 @@ struct store *store_open(const char *data_dir, enum cfg_fsync fsync, char *err, 
 		goto fail;
 	}
 	if (sqlite3_db_readonly(s->db, "main") == 1) {
-		snprintf(err, errlen, "%s: database file is read-only", s->path);
+		snprintf(err, errlen, "%s: database file is read-only (the broker must be able to write it)", s->path);
 		goto fail;
 	}
 	/* The first statement that reads the file: a file that is not a database fails here
@@ -341,7 +356,9 @@ struct store *store_open(const char *data_dir, enum cfg_fsync fsync, char *err, 
 		for (char *c = txt; *c; c++)
 			if (*c == '\n' || *c == '\r')
 				*c = ' ';
-		snprintf(err, errlen, "%s: database disk image is malformed (quick_check: %s)", s->path, txt);
+		static const char noise[] = "*** in database main *** ";
+		const char *why = strncmp(txt, noise, sizeof noise - 1) == 0 ? txt + sizeof noise - 1 : txt;
+		snprintf(err, errlen, "%s: database disk image is malformed: %s (" STORE_DAMAGED_HINT ")", s->path, why);
 		goto fail;
 	}
 	/* synchronous: FULL syncs the WAL at every commit (ALWAYS, BATCH), OFF never syncs

@@ -42,12 +42,14 @@ void store_sync(struct store *s);
 
 /* ---- writes (asynchronous, callable from any thread) ---- */
 
-/* Call fn(arg) on the store thread once every operation queued before this call (by any
- * thread) is finished: committed, and synced unless fsync is NEVER, or dropped by a write
- * error. fn must be quick and thread-safe (typically a loop_post). Used to hold back an
- * acknowledgement until the writes its message caused are durable (group commit: one
- * commit releases every acknowledgement of its batch). */
-void store_notify(struct store *s, void (*fn)(void *arg), void *arg);
+/* Call fn(arg, durable) on the store thread once every operation queued before this call
+ * (by any thread) is finished: committed, and synced unless fsync is NEVER, or dropped by a
+ * write error. durable is false when a write error dropped one of the writes the calling
+ * thread queued after its store_thread_ops() was `since` (disk full, I/O error: see
+ * docs/DURABILITY.md). fn must be quick and thread-safe (typically a loop_post). Used to
+ * hold back an acknowledgement until the writes its message caused are durable (group
+ * commit: one commit releases every acknowledgement of its batch). */
+void store_notify(struct store *s, uint64_t since, void (*fn)(void *arg, bool durable), void *arg);
 /* How many write operations the calling thread has queued so far (on any store): compare
  * before and after some work to learn whether it caused writes. */
 uint64_t store_thread_ops(void);

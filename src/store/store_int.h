@@ -72,8 +72,10 @@ struct store_op {
 	int64_t i64;          /* disconnected_at */
 	uint64_t msg_id;
 	struct msg *m;        /* OP_MSG_PUT, OP_RETAIN_PUT: a reference, released after writing */
-	void (*fn)(void *arg); /* OP_NOTIFY */
+	void (*fn)(void *arg, bool durable); /* OP_NOTIFY */
 	void *arg;
+	uint32_t producer;    /* the queuing thread (numbered from 1) */
+	uint64_t tseq;        /* its store_thread_ops() after queuing this write; OP_NOTIFY: `since` */
 	uint32_t str2_off;    /* offset of the second string in str */
 	uint32_t str2_len;    /* its length (topics are not NUL-terminated by the caller) */
 	char str[];
@@ -98,14 +100,29 @@ struct store {
 	bool idle, stop;
 
 	/* Store thread only. */
-	uint8_t logged[256 / 8];     /* primary SQLite result codes already logged */
-	bool failing;                /* last batch failed; log recovery */
-	uint64_t dropped;            /* operations dropped by write errors */
+	bool failing;                /* a transaction failed, and no recovery yet */
+	bool err_reported;           /* an error line was logged since the last recovery line */
+	uint64_t failed_ms;          /* when the last transaction failed (clock_mono_ms) */
+	uint64_t err_logged_ms;      /* when the last error line was logged */
+	uint64_t dropped;            /* operations dropped by write errors, in total */
+	uint64_t dropped_unlogged;   /* of those, dropped since the last error line */
+	uint64_t *fail_upto;         /* per producer: tseq of its last dropped write (0: none) */
+	size_t n_fail_upto;
 };
+
+/* Write errors are logged at most once per this interval (then with a count). */
+#define STORE_ERR_LOG_INTERVAL_MS 60000
+/* Writes have recovered once a transaction commits this long after the last failure (a
+ * nearly full disk takes small transactions and refuses big ones: not a recovery). */
+#define STORE_RECOVERED_AFTER_MS 2000
+
+/* What to do about a damaged database file, appended to the messages that report one. */
+#define STORE_DAMAGED_HINT "move it aside to start with an empty store, or restore a backup"
 
 /* Store thread entry point (store_queue.c). */
 void *store_thread_main(void *arg);
-/* Format "<path>: <what>: <sqlite message>" into err. */
+/* Format "<path>: <what>: <sqlite message>" into err, followed by what to do when the
+ * error says the file is damaged or not a database (STORE_DAMAGED_HINT). */
 void store_errf(char *err, size_t errlen, const char *path, sqlite3 *db, const char *what);
 /* Open a connection to path with the store's settings (extended codes, defensive mode,
  * busy timeout). Returns the SQLite result; *out is set (possibly to a handle that

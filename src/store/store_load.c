@@ -72,7 +72,8 @@ static const char *col_text(sqlite3_stmt *st, int i)
 
 static bool invalid(struct load *l, const char *table, int64_t id)
 {
-	snprintf(l->err, l->errlen, "%s: invalid row in %s (%" PRId64 "): database content is damaged",
+	snprintf(l->err, l->errlen,
+		 "%s: invalid row in %s (%" PRId64 "): database content is damaged (" STORE_DAMAGED_HINT ")",
 		 l->s->path, table, id);
 	return false;
 }

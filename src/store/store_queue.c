@@ -13,25 +13,33 @@
  *
  * Write errors (disk full, I/O error, ...) roll the transaction back and drop its
  * operations: the broker keeps serving from memory and what was dropped is simply
- * not persisted (it would be lost in a crash anyway). Each kind of error (primary
- * SQLite result code) is logged once until a later transaction succeeds again, and
- * store_sync still returns. A dropped batch can leave references behind it (a
- * delivery whose message insert was dropped, children of a dropped session row);
- * store_load skips those and the garbage collection at the next open deletes them. */
+ * not persisted (it would be lost in a crash anyway). Notifications tell their caller
+ * whether a write it queued was dropped (each op records its producing thread and that
+ * thread's op count; fail_upto keeps, per thread, the count of its last dropped write),
+ * so an acknowledgement never claims durability for a dropped write. The error is logged
+ * at once, then at most once per STORE_ERR_LOG_INTERVAL_MS with the count of dropped
+ * operations; recovery (a commit STORE_RECOVERED_AFTER_MS after the last failure) once
+ * after a logged error; store_sync still returns. A
+ * dropped batch can leave references behind it (a delivery whose message insert was
+ * dropped, children of a dropped session row); store_load skips those and the garbage
+ * collection at the next open deletes them. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/msg.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "store/store.h"
 #include "store/store_int.h"
 
 static const uint8_t empty_blob[1];
 
-/* Write operations queued by this thread (store_thread_ops). */
+/* Write operations queued by this thread (store_thread_ops), and its producer number. */
 static _Thread_local uint64_t tl_ops;
+static _Thread_local uint32_t tl_producer;
+static _Atomic uint32_t next_producer = 1;
 
 static struct store_op *op_new(uint8_t kind, const char *s1, const char *s2, size_t s2len)
 {
@@ -57,8 +65,11 @@ static void append_locked(struct store *s, struct store_op *op)
 	*s->tail = op;
 	s->tail = &op->next;
 	s->enq_seq++;
+	if (!tl_producer)
+		tl_producer = atomic_fetch_add_explicit(&next_producer, 1, memory_order_relaxed);
+	op->producer = tl_producer;
 	if (op->kind != OP_NOTIFY)
-		tl_ops++;
+		op->tseq = ++tl_ops;
 	if (s->idle) {
 		s->idle = false; /* one wake-up per batch, not one per operation */
 		pthread_cond_signal(&s->work_cv);
@@ -77,11 +88,12 @@ uint64_t store_thread_ops(void)
 	return tl_ops;
 }
 
-void store_notify(struct store *s, void (*fn)(void *arg), void *arg)
+void store_notify(struct store *s, uint64_t since, void (*fn)(void *arg, bool durable), void *arg)
 {
 	struct store_op *op = op_new(OP_NOTIFY, NULL, NULL, 0);
 	op->fn = fn;
 	op->arg = arg;
+	op->tseq = since;
 	enqueue(s, op);
 }
 
@@ -316,9 +328,35 @@ static const char *op_name(uint8_t kind)
 	return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
 }
 
+/* A transaction failed: count its n operations, log (rate-limited), roll back. */
+static void txn_failed(struct store *s, const char *what, size_t n)
+{
+	s->dropped += n;
+	s->dropped_unlogged += n;
+	s->failing = true;
+	uint64_t now = clock_mono_ms();
+	s->failed_ms = now;
+	if (!s->err_logged_ms || now - s->err_logged_ms >= STORE_ERR_LOG_INTERVAL_MS) {
+		if (!s->err_reported)
+			log_error("store: %s: %s failed: %s; %" PRIu64 " operations not persisted. The broker keeps"
+				  " running from memory; QoS 1/2 publishes whose writes fail are not acknowledged as"
+				  " stored (docs/DURABILITY.md). Reported at most every %u s",
+				  s->path, what, sqlite3_errmsg(s->db), s->dropped_unlogged,
+				  STORE_ERR_LOG_INTERVAL_MS / 1000);
+		else
+			log_error("store: %s: writes still fail (%s failed: %s); %" PRIu64 " operations not persisted"
+				  " since the last report", s->path, what, sqlite3_errmsg(s->db), s->dropped_unlogged);
+		s->err_reported = true;
+		s->err_logged_ms = now;
+		s->dropped_unlogged = 0;
+	}
+	if (!sqlite3_get_autocommit(s->db))
+		step(s->st[ST_ROLLBACK]);
+}
+
 /* Apply ops [first, end) (n of them) in one transaction. On failure roll back and
- * drop them (see the top of the file). */
-static void run_txn(struct store *s, struct store_op *first, struct store_op *end, size_t n)
+ * drop them (see the top of the file). Returns whether they were committed. */
+static bool run_txn(struct store *s, struct store_op *first, struct store_op *end, size_t n)
 {
 	const char *what = "begin";
 	int rc = step(s->st[ST_BEGIN]);
@@ -331,26 +369,39 @@ static void run_txn(struct store *s, struct store_op *first, struct store_op *en
 		what = "commit";
 		rc = step(s->st[ST_COMMIT]);
 	}
-	if (rc == SQLITE_OK) {
-		if (s->failing) {
+	if (rc != SQLITE_OK) {
+		txn_failed(s, what, n);
+		return false;
+	}
+	if (s->failing && clock_mono_ms() - s->failed_ms >= STORE_RECOVERED_AFTER_MS) {
+		if (s->err_reported)
 			log_info("store: %s: writes succeed again (%" PRIu64 " operations were not persisted)",
 				 s->path, s->dropped);
-			s->failing = false;
-			memset(s->logged, 0, sizeof s->logged);
-		}
-		return;
+		s->err_reported = false;
+		s->failing = false;
 	}
-	s->dropped += n;
-	s->failing = true;
-	unsigned kind = (unsigned)rc & 0xff;
-	if (!(s->logged[kind / 8] & (1u << (kind % 8)))) {
-		s->logged[kind / 8] |= (uint8_t)(1u << (kind % 8));
-		log_error("store: %s: %s failed: %s; %zu operations not persisted, the broker keeps running"
-			  " (further errors of this kind are not logged until writes succeed again)",
-			  s->path, what, sqlite3_errmsg(s->db), n);
+	return true;
+}
+
+/* A write of op's producer was dropped. */
+static void mark_dropped(struct store *s, const struct store_op *op)
+{
+	if (op->producer >= s->n_fail_upto) {
+		size_t n = s->n_fail_upto ? s->n_fail_upto : 16;
+		while (n <= op->producer)
+			n *= 2;
+		s->fail_upto = xrealloc(s->fail_upto, n * sizeof *s->fail_upto);
+		memset(s->fail_upto + s->n_fail_upto, 0, (n - s->n_fail_upto) * sizeof *s->fail_upto);
+		s->n_fail_upto = n;
 	}
-	if (!sqlite3_get_autocommit(s->db))
-		step(s->st[ST_ROLLBACK]);
+	s->fail_upto[op->producer] = op->tseq;
+}
+
+/* Call a notification: durable unless a write its producer queued after `since` was dropped. */
+static void notify(struct store *s, const struct store_op *op)
+{
+	bool durable = op->producer >= s->n_fail_upto || s->fail_upto[op->producer] <= op->tseq;
+	op->fn(op->arg, durable);
 }
 
 static void run_batch(struct store *s, struct store_op *batch)
@@ -359,19 +410,23 @@ static void run_batch(struct store *s, struct store_op *batch)
 		/* Each notification as soon as everything before it is committed. */
 		for (struct store_op *op = batch; op; op = op->next) {
 			if (op->kind == OP_NOTIFY)
-				op->fn(op->arg);
-			else
-				run_txn(s, op, op->next, 1);
+				notify(s, op);
+			else if (!run_txn(s, op, op->next, 1))
+				mark_dropped(s, op);
 		}
 		return;
 	}
 	size_t n = 0;
 	for (struct store_op *op = batch; op; op = op->next)
 		n += op->kind != OP_NOTIFY;
-	run_txn(s, batch, NULL, n);
-	for (struct store_op *op = batch; op; op = op->next)
+	bool ok = n == 0 || run_txn(s, batch, NULL, n);
+	/* In queue order: a notification sees the drops of the writes queued before it only. */
+	for (struct store_op *op = batch; op; op = op->next) {
 		if (op->kind == OP_NOTIFY)
-			op->fn(op->arg);
+			notify(s, op);
+		else if (!ok)
+			mark_dropped(s, op);
+	}
 }
 
 static void free_ops(struct store_op *op)

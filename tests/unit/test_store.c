@@ -295,17 +295,27 @@ static void capture_end(int saved)
 	close(saved);
 }
 
-static int count_in_file(const char *path, const char *needle)
+/* Over the lines of a file that contain needle: their count, or (sum) the sum of the
+ * numbers that follow needle in them. -1 when the file cannot be read. */
+static int64_t scan_file(const char *path, const char *needle, bool sum)
 {
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
 	char line[4096];
-	int n = 0;
-	while (fgets(line, sizeof line, f))
-		n += strstr(line, needle) != NULL;
+	int64_t n = 0;
+	while (fgets(line, sizeof line, f)) {
+		const char *p = strstr(line, needle);
+		if (p)
+			n += sum ? strtoll(p + strlen(needle), NULL, 10) : 1;
+	}
 	fclose(f);
 	return n;
+}
+
+static int count_in_file(const char *path, const char *needle)
+{
+	return (int)scan_file(path, needle, false);
 }
 
 static const uint8_t props1[] = { 0x01, 0x01,                                 /* payload format 1 */
@@ -861,17 +871,21 @@ struct notify_rec {
 	const char *db;
 	int64_t rows;   /* rows committed when the callback ran */
 	int order;      /* 1-based call order */
+	int durable;    /* -1 until called */
 };
 static int notify_calls;
 
-static void notify_cb(void *arg)
+static void notify_cb(void *arg, bool durable)
 {
 	struct notify_rec *r = arg;
-	r->rows = q1(r->db, "SELECT count(*) FROM rels WHERE client_id = 'n'");
+	if (r->db)
+		r->rows = q1(r->db, "SELECT count(*) FROM rels WHERE client_id = 'n'");
 	r->order = ++notify_calls;
+	r->durable = durable;
 }
 
-TEST(notify)
+/* Run fn on a fresh store once per fsync mode; fn closes the store. */
+static void each_fsync_mode(void (*fn)(struct tmp *t, struct store *s, enum cfg_fsync mode))
 {
 	static const enum cfg_fsync modes[] = { CFG_FSYNC_ALWAYS, CFG_FSYNC_BATCH, CFG_FSYNC_NEVER };
 	for (int mi = 0; mi < 3; mi++) {
@@ -879,32 +893,40 @@ TEST(notify)
 		tmp_make(&t);
 		struct store *s = open_ok(t.data, modes[mi]);
 		CHECK(s != NULL);
-		if (!s) {
-			tmp_remove(&t);
-			continue;
-		}
-		notify_calls = 0;
-		struct notify_rec r[2] = { { t.db, -1, 0 }, { t.db, -1, 0 } };
-		uint64_t ops = store_thread_ops();
-		for (int i = 0; i < 100; i++)
-			store_rel_put(s, "n", (uint16_t)i);
-		store_notify(s, notify_cb, &r[0]);
-		for (int i = 100; i < 200; i++)
-			store_rel_put(s, "n", (uint16_t)i);
-		store_notify(s, notify_cb, &r[1]);
-		/* notifications are not writes */
-		CHECK_EQ_INT((int64_t)(store_thread_ops() - ops), 200);
-		store_sync(s);
-		/* called after everything queued before them was committed, in order */
-		CHECK(r[0].rows >= 100);
-		CHECK_EQ_INT(r[1].rows, 200);
-		CHECK_EQ_INT(r[0].order, 1);
-		CHECK_EQ_INT(r[1].order, 2);
-		if (modes[mi] == CFG_FSYNC_ALWAYS)
-			CHECK_EQ_INT(r[0].rows, 100); /* released right after its own writes */
-		store_close(s);
+		if (s)
+			fn(&t, s, modes[mi]);
 		tmp_remove(&t);
 	}
+}
+
+static void notify_in_mode(struct tmp *t, struct store *s, enum cfg_fsync mode)
+{
+	notify_calls = 0;
+	struct notify_rec r[2] = { { t->db, -1, 0, -1 }, { t->db, -1, 0, -1 } };
+	uint64_t ops = store_thread_ops();
+	for (int i = 0; i < 100; i++)
+		store_rel_put(s, "n", (uint16_t)i);
+	store_notify(s, ops, notify_cb, &r[0]);
+	for (int i = 100; i < 200; i++)
+		store_rel_put(s, "n", (uint16_t)i);
+	store_notify(s, ops + 100, notify_cb, &r[1]);
+	/* notifications are not writes */
+	CHECK_EQ_INT((int64_t)(store_thread_ops() - ops), 200);
+	store_sync(s);
+	/* called after everything queued before them was committed, in order */
+	CHECK(r[0].rows >= 100);
+	CHECK_EQ_INT(r[1].rows, 200);
+	CHECK_EQ_INT(r[0].order, 1);
+	CHECK_EQ_INT(r[1].order, 2);
+	CHECK(r[0].durable == 1 && r[1].durable == 1);
+	if (mode == CFG_FSYNC_ALWAYS)
+		CHECK_EQ_INT(r[0].rows, 100); /* released right after its own writes */
+	store_close(s);
+}
+
+TEST(notify)
+{
+	each_fsync_mode(notify_in_mode);
 }
 
 TEST(corruption)
@@ -927,7 +949,8 @@ TEST(corruption)
 	CHECK(s == NULL);
 	store_close(s);
 	char expect[256];
-	snprintf(expect, sizeof expect, "%s: file is not a database", t.db);
+	snprintf(expect, sizeof expect,
+		 "%s: file is not a database (move it aside to start with an empty store, or restore a backup)", t.db);
 	CHECK_STR(err, expect);
 	/* and the file was left alone */
 	uint8_t back[sizeof junk];
@@ -1161,6 +1184,22 @@ TEST(data_dir)
 	}
 	store_close(s);
 	chmod(dir, 0700);
+	/* an unreadable database file: named, with the cause (root reads anything: skipped;
+	 * tests/e2e/test_durability_corrupt.py runs this case as nobody) */
+	s = open_ok(dir, CFG_FSYNC_BATCH);
+	CHECK(s != NULL);
+	store_close(s);
+	snprintf(path, sizeof path, "%s/bulwark.db", dir);
+	chmod(path, 0);
+	s = store_open(dir, CFG_FSYNC_BATCH, err, sizeof err);
+	if (geteuid() != 0) {
+		CHECK(s == NULL);
+		CHECK(strstr(err, path) == err && strstr(err, ": Permission denied (the broker, running as uid ") != NULL);
+	} else {
+		fprintf(stderr, "  (running as root: unreadable database check skipped)\n");
+	}
+	store_close(s);
+	chmod(path, 0600);
 	/* read-only file system */
 	s = store_open("/proc/bulwark-test", CFG_FSYNC_BATCH, err, sizeof err);
 	CHECK(s == NULL);
@@ -1250,6 +1289,7 @@ TEST(write_errors)
 	store_retain_put(s, m2);
 	store_sync(s);
 	CHECK(sqlite3_exec(s->db, "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL) == SQLITE_OK);
+	s->failed_ms -= STORE_RECOVERED_AFTER_MS; /* space came back a while ago */
 	/* The broker still refers to m1 by its id; that insert was dropped. */
 	store_dlv_put(s, "w", 3, id1, 1, 0, 0, 0);
 	store_dlv_put(s, "w", 4, store_msg_ref(s, m3), 1, 0, 0, 0);
@@ -1284,6 +1324,151 @@ TEST(write_errors)
 	msg_unref(m3);
 out:
 	tmp_remove(&t);
+}
+
+/* Simulated disk full on the store's own connection (the store thread is idle between
+ * store_sync calls): the database may not grow. */
+static void disk_full(struct store *s, bool full)
+{
+	CHECK(sqlite3_exec(s->db, full ? "PRAGMA max_page_count = 1" : "PRAGMA max_page_count = 1073741823", NULL,
+			   NULL, NULL) == SQLITE_OK);
+}
+
+/* Queue a write that cannot fit in a full database: a new 256 KB retained message. */
+static void put_big(struct store *s)
+{
+	static uint8_t zeros[256 * 1024];
+	static unsigned n;
+	char topic[32];
+	snprintf(topic, sizeof topic, "nf/big/%u", n++);
+	struct msg *m = mk(topic, NULL, 0, zeros, sizeof zeros, 1, true, 0);
+	store_retain_put(s, m);
+	msg_unref(m);
+}
+
+struct failing_writer {
+	struct store *s;
+	struct notify_rec rec;
+};
+
+/* Another thread: a write that fails, then its notification. */
+static void *failing_writer_main(void *p)
+{
+	struct failing_writer *fw = p;
+	uint64_t since = store_thread_ops();
+	put_big(fw->s);
+	store_notify(fw->s, since, notify_cb, &fw->rec);
+	return NULL;
+}
+
+/* A notification reports durable = false exactly when a write its thread queued after
+ * `since` was dropped; write errors are logged once, not once per failure. */
+static void write_errors_in_mode(struct tmp *t, struct store *s, enum cfg_fsync mode)
+{
+	char logpath[160];
+	snprintf(logpath, sizeof logpath, "%s/log", t->root);
+	store_session_put(s, "nf", 100, 5, 0);
+	store_sync(s);
+	int saved = capture_begin(logpath);
+	disk_full(s, true);
+	struct notify_rec r[6];
+	memset(r, 0, sizeof r);
+	for (int i = 0; i < 6; i++)
+		r[i].durable = -1;
+
+	/* 0: its own write fails */
+	uint64_t since = store_thread_ops();
+	put_big(s);
+	store_notify(s, since, notify_cb, &r[0]);
+	/* 1: queued before a failing write of its own thread: not its write */
+	since = store_thread_ops();
+	store_notify(s, since, notify_cb, &r[1]);
+	put_big(s);
+	/* 2: another thread's write fails; this thread wrote nothing since */
+	struct failing_writer other = { s, { NULL, -1, 0, -1 } };
+	pthread_t th;
+	pthread_create(&th, NULL, failing_writer_main, &other);
+	pthread_join(th, NULL);
+	since = store_thread_ops();
+	store_notify(s, since, notify_cb, &r[2]);
+	/* many more failing batches: still one error line */
+	for (int i = 0; i < 50; i++) {
+		put_big(s);
+		store_sync(s);
+	}
+	CHECK(r[0].durable == 0);
+	CHECK(r[1].durable == 1);
+	CHECK(other.rec.durable == 0);
+	CHECK(r[2].durable == 1);
+	CHECK_EQ_INT(s->dropped, 53);
+
+	/* space again: a small write commits and its notification is durable; recovery is
+	 * logged once the last failure is STORE_RECOVERED_AFTER_MS old */
+	disk_full(s, false);
+	store_rel_put(s, "nf", 3); /* right after a failure: not a recovery yet */
+	store_sync(s);
+	CHECK(s->failing);
+	CHECK_EQ_INT(count_in_file(logpath, "writes succeed again ("), 0);
+	s->failed_ms -= STORE_RECOVERED_AFTER_MS;
+	since = store_thread_ops();
+	store_rel_put(s, "nf", 1);
+	store_notify(s, since, notify_cb, &r[3]);
+	store_sync(s);
+	CHECK(r[3].durable == 1);
+	CHECK(!s->failing);
+	CHECK_EQ_INT(count_in_file(logpath, "writes succeed again ("), 1);
+	CHECK_EQ_INT(q1(t->db, "SELECT count(*) FROM rels"), 2);
+
+	/* flapping (fail, succeed at once, fail) within the interval: no new lines */
+	disk_full(s, true);
+	since = store_thread_ops();
+	put_big(s);
+	store_notify(s, since, notify_cb, &r[4]);
+	store_sync(s);
+	disk_full(s, false);
+	store_rel_put(s, "nf", 2);
+	store_sync(s);
+	CHECK(r[4].durable == 0);
+
+	/* once the interval has passed, a failure is reported again with the count since */
+	disk_full(s, true);
+	put_big(s);
+	store_sync(s);
+	s->err_logged_ms -= STORE_ERR_LOG_INTERVAL_MS;
+	since = store_thread_ops();
+	put_big(s);
+	store_notify(s, since, notify_cb, &r[5]);
+	store_sync(s);
+	CHECK(r[5].durable == 0);
+	disk_full(s, false);
+	capture_end(saved);
+	/* the first failure, then (after the recovery line) the next one once due, counting
+	 * the drops that were not reported meanwhile */
+	CHECK_EQ_INT(count_in_file(logpath, " error: "), 2);
+	CHECK_EQ_INT(count_in_file(logpath, "retained put failed: database or disk is full; "), 2);
+	CHECK_EQ_INT(scan_file(logpath, "retained put failed: database or disk is full; ", true), 56);
+	CHECK_EQ_INT(s->dropped, 56);
+	CHECK_EQ_INT(count_in_file(logpath, "writes succeed again ("), 1);
+	/* and while failing all along, the next report says so */
+	disk_full(s, true);
+	saved = capture_begin(logpath);
+	for (int i = 0; i < 2; i++) {
+		s->err_logged_ms -= STORE_ERR_LOG_INTERVAL_MS;
+		put_big(s);
+		store_sync(s);
+	}
+	capture_end(saved);
+	disk_full(s, false);
+	CHECK_EQ_INT(count_in_file(logpath, " error: "), 2);
+	CHECK_EQ_INT(count_in_file(logpath, "writes still fail (retained put failed: database or disk is full); 1 "
+					    "operations not persisted since the last report"),
+		     2);
+	store_close(s);
+}
+
+TEST(notify_after_write_errors)
+{
+	each_fsync_mode(write_errors_in_mode);
 }
 
 TEST(expired_retained)
@@ -1369,6 +1554,7 @@ int main(void)
 	RUN(data_dir);
 	RUN(fsync_modes);
 	RUN(write_errors);
+	RUN(notify_after_write_errors);
 	RUN(expired_retained);
 	RUN(throughput);
 	return unit_summary();
