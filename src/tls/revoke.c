@@ -872,10 +872,19 @@ enum revoke_verdict revoke_check_handshake(struct revoke *rv, const struct cfg_l
 {
 	if (why && whylen)
 		why[0] = 0;
-	struct rv_listener *rl = find_listener(rv, l);
-	if (!rl || !listener_active(rl) || !sctx)
+	if (!sctx)
 		return REVOKE_GOOD;
-	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(sctx);
+	return revoke_check_chain(rv, l, X509_STORE_CTX_get0_chain(sctx), why, whylen);
+}
+
+enum revoke_verdict revoke_check_chain(struct revoke *rv, const struct cfg_listener *l, STACK_OF(X509) *chain,
+				       char *why, size_t whylen)
+{
+	if (why && whylen)
+		why[0] = 0;
+	struct rv_listener *rl = find_listener(rv, l);
+	if (!rl || !listener_active(rl) || !chain)
+		return REVOKE_GOOD;
 	struct eval e = { .rv = rv, .rl = rl, .mode = EVAL_HANDSHAKE, .v = REVOKE_GOOD, .why = why, .whylen = whylen };
 	pthread_rwlock_rdlock(&rv->lock);
 	eval_chain(&e, chain);

@@ -86,6 +86,9 @@ void revoke_on_change(struct revoke *rv, void (*fn)(void *arg), void *arg);
  * <issuer> expired (fail_mode closed)"). */
 enum revoke_verdict revoke_check_handshake(struct revoke *rv, const struct cfg_listener *l, X509_STORE_CTX *sctx,
 					   char *why, size_t whylen);
+/* The same for a chain already verified (leaf first): a resumed session's. */
+enum revoke_verdict revoke_check_chain(struct revoke *rv, const struct cfg_listener *l, STACK_OF(X509) *chain,
+				       char *why, size_t whylen);
 
 /* Before CONNACK: finish the checks that need the network for chain (leaf first, as
  * SSL_get0_verified_chain returns it). done runs on loop `on` exactly once with the final

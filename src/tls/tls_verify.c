@@ -40,7 +40,7 @@
 void tls_gen_free(struct tls_gen *g); /* tls_ctx.c */
 
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
-static int gen_idx = -1, owner_idx = -1, info_idx = -1;
+static int gen_idx = -1, owner_idx = -1, info_idx = -1, sess_chain_idx = -1;
 
 static void info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
@@ -59,11 +59,33 @@ static void owner_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
 		tls_gen_free(ptr);
 }
 
+/* A session's verified chain (SSL_SESSION ex_data): set when a full handshake verified
+ * the peer, so resuming that session (from this generation's cache) need not build and
+ * verify the chain again. Follows the session through ssl_session_dup (TLS 1.3 tickets). */
+static void chain_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (ptr)
+		sk_X509_pop_free(ptr, X509_free);
+}
+
+static int chain_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl, void *argp)
+{
+	(void)to, (void)from, (void)idx, (void)argl, (void)argp;
+	if (*from_d) {
+		*from_d = X509_chain_up_ref(*from_d);
+		if (!*from_d)
+			return 0;
+	}
+	return 1;
+}
+
 static void ex_init_once(void)
 {
 	gen_idx = SSL_CTX_get_ex_new_index(0, "bulwark generation", NULL, NULL, NULL);
 	owner_idx = SSL_CTX_get_ex_new_index(0, "bulwark generation owner", NULL, NULL, owner_free);
 	info_idx = SSL_get_ex_new_index(0, "bulwark connection", NULL, NULL, info_free);
+	sess_chain_idx = SSL_SESSION_get_ex_new_index(0, "bulwark verified chain", NULL, chain_dup, chain_free);
 }
 
 void tls_ex_init(void)
@@ -270,6 +292,35 @@ out:
 	return r;
 }
 
+/* Act on a revocation verdict for leaf: 0 (refused, recorded) or 1. sctx may be NULL. */
+static int apply_revocation(SSL *ssl, X509_STORE_CTX *sctx, X509 *leaf, enum revoke_verdict v, const char *why)
+{
+	char reason[128];
+	switch (v) {
+	case REVOKE_REVOKED:
+		if (sctx)
+			fail_ctx(sctx, X509_V_ERR_CERT_REVOKED, leaf);
+		snprintf(reason, sizeof reason, "certificate revoked%s%s%s", *why ? " (" : "", why, *why ? ")" : "");
+		record(ssl, reason, leaf, 0);
+		return 0;
+	case REVOKE_FAILED:
+		if (sctx)
+			fail_ctx(sctx, X509_V_ERR_UNABLE_TO_GET_CRL, leaf);
+		snprintf(reason, sizeof reason, "revocation check failed%s%s%s", *why ? " (" : "", why, *why ? ")" : "");
+		record(ssl, reason, leaf, 0);
+		return 0;
+	case REVOKE_PENDING: {
+		struct tls_conn_info *ci = ssl ? tls_conn_info_of(ssl, true) : NULL;
+		if (ci)
+			ci->revocation_pending = true;
+		return 1;
+	}
+	case REVOKE_GOOD:
+		break;
+	}
+	return 1;
+}
+
 /* Everything a peer certificate goes through, on a prepared store context. */
 static int verify_ctx(struct tls_gen *g, SSL *ssl, X509_STORE_CTX *sctx)
 {
@@ -308,28 +359,7 @@ static int verify_ctx(struct tls_gen *g, SSL *ssl, X509_STORE_CTX *sctx)
 		X509_STORE_CTX_set_error_depth(sctx, 0);
 		X509_STORE_CTX_set_current_cert(sctx, leaf);
 		enum revoke_verdict v = revoke_check_handshake(g->revoke, g->l, sctx, why, sizeof why);
-		char reason[128];
-		switch (v) {
-		case REVOKE_REVOKED:
-			fail_ctx(sctx, X509_V_ERR_CERT_REVOKED, leaf);
-			snprintf(reason, sizeof reason, "certificate revoked%s%s%s", *why ? " (" : "", why, *why ? ")" : "");
-			record(ssl, reason, leaf, 0);
-			return 0;
-		case REVOKE_FAILED:
-			fail_ctx(sctx, X509_V_ERR_UNABLE_TO_GET_CRL, leaf);
-			snprintf(reason, sizeof reason, "revocation check failed%s%s%s", *why ? " (" : "", why,
-				 *why ? ")" : "");
-			record(ssl, reason, leaf, 0);
-			return 0;
-		case REVOKE_PENDING: {
-			struct tls_conn_info *ci = ssl ? tls_conn_info_of(ssl, true) : NULL;
-			if (ci)
-				ci->revocation_pending = true;
-			break;
-		}
-		case REVOKE_GOOD:
-			break;
-		}
+		return apply_revocation(ssl, sctx, leaf, v, why);
 	}
 	return 1;
 }
@@ -348,6 +378,13 @@ int tls_verify_cert_cb(X509_STORE_CTX *sctx, void *arg)
 			sk_X509_pop_free(ci->chain, X509_free);
 			ci->chain = X509_STORE_CTX_get1_chain(sctx);
 			X509_STORE_CTX_set0_verified_chain(sctx, NULL);
+			SSL_SESSION *ss = SSL_get_session(ssl);
+			STACK_OF(X509) *keep = ss && ci->chain ? X509_chain_up_ref(ci->chain) : NULL;
+			if (keep) {
+				sk_X509_pop_free(SSL_SESSION_get_ex_data(ss, sess_chain_idx), X509_free);
+				if (!SSL_SESSION_set_ex_data(ss, sess_chain_idx, keep))
+					sk_X509_pop_free(keep, X509_free);
+			}
 		}
 	}
 	return ok;
@@ -433,6 +470,39 @@ out:
 	return ok;
 }
 
+/* A session from this generation's cache carries the chain its full handshake verified
+ * (same CA store, same partial_chain and EKU settings): what can have changed since is the
+ * clock and revocation. On success the chain becomes the connection's. */
+static bool resumed_chain_ok(struct tls_gen *g, SSL *ssl, STACK_OF(X509) *chain)
+{
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *x = sk_X509_value(chain, i);
+		int nb = X509_cmp_time(X509_get0_notBefore(x), NULL);
+		int na = X509_cmp_time(X509_get0_notAfter(x), NULL);
+		const char *why = nb == 0 || na == 0 ? "invalid validity period"
+				  : nb > 0		 ? "certificate is not yet valid"
+				  : na < 0		 ? "certificate has expired"
+							 : NULL;
+		if (why) {
+			record(ssl, why, x, i);
+			return false;
+		}
+	}
+	X509 *leaf = sk_X509_value(chain, 0);
+	if (g->revoke) {
+		char why[200] = "";
+		enum revoke_verdict v = revoke_check_chain(g->revoke, g->l, chain, why, sizeof why);
+		if (!apply_revocation(ssl, NULL, leaf, v, why))
+			return false;
+	}
+	struct tls_conn_info *ci = tls_conn_info_of(ssl, true);
+	if (ci) {
+		sk_X509_pop_free(ci->chain, X509_free);
+		ci->chain = X509_chain_up_ref(chain);
+	}
+	return true;
+}
+
 bool tls_verify_resumed(SSL *ssl)
 {
 	if (!SSL_session_reused(ssl) || !(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
@@ -444,6 +514,9 @@ bool tls_verify_resumed(SSL *ssl)
 	struct tls_conn_info *ci = tls_conn_info_of(ssl, false);
 	if (ci && ci->chain)
 		return true; /* checked when the ticket was accepted */
+	STACK_OF(X509) *chain = SSL_SESSION_get_ex_data(SSL_get_session(ssl), sess_chain_idx);
+	if (chain && sk_X509_value(chain, 0) == peer)
+		return resumed_chain_ok(g, ssl, chain);
 	return verify_session_cert(g, ssl, peer, SSL_get_peer_cert_chain(ssl));
 }
 
