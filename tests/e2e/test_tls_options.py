@@ -258,6 +258,19 @@ def _resume(port, ctx, client_id):
         s.close()
 
 
+def _offer_session(port, ctx, sess, client_id):
+    """Connect offering sess, then CONNECT: "connack RC", or "refused: ..." when the handshake or
+    the connection fails."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+        return f"connack {mqtt_connect_over(s, client_id)}"
+    except (ssl.SSLError, OSError, AssertionError) as e:
+        return f"refused: {e!r}"
+    finally:
+        raw.close()
+
+
 def test_reuse_sessions_resumes_tls12_sessions_when_on(start_broker, pki):
     b = start_broker(mtls() + mtls("reuse_sessions = false", name="noreuse", bind='bind = "127.0.0.1:{{port.noreuse}}"'),
                      ssl=True)
@@ -349,14 +362,7 @@ def test_certificate_that_expired_since_cannot_resume(start_broker, pki, tmp_pat
     close_cleanly(s)
     time.sleep(max(0.0, (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
     mark = b.log_mark()
-    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
-    try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
-        kind = f"connack {mqtt_connect_over(s, 'short-3')}"
-    except (ssl.SSLError, OSError, AssertionError) as e:
-        kind = f"refused: {e!r}"
-    finally:
-        raw.close()
+    kind = _offer_session(b.ssl_port, ctx, sess, "short-3")
     assert kind.startswith("refused"), kind
     b.wait_for_log(r"certificate has expired.*CN=shortlived", since=mark)
 
@@ -378,15 +384,7 @@ def test_revoked_certificate_cannot_come_back_through_resumption(start_broker, p
     mark = b.log_mark()
     b.write_file("crl.pem", Path(pki.crl_pem).read_bytes())
     b.reload(wait_log=r"certificates reloaded")
-    raw = socket.create_connection(("127.0.0.1", b.ssl_port), timeout=5)
-    try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
-        rc = mqtt_connect_over(s, "revoked-resume")
-        kind = f"connack {rc}"
-    except (ssl.SSLError, OSError, AssertionError) as e:
-        kind = f"refused: {e!r}"
-    finally:
-        raw.close()
+    kind = _offer_session(b.ssl_port, ctx, sess, "revoked-resume")
     assert kind.startswith("refused"), kind
     b.wait_for_log(r"certificate revoked.*CN=device-revoked", since=mark)
 
