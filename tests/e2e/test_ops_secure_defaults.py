@@ -7,6 +7,8 @@ WARNING = "accepts anonymous clients from the network"
 
 
 def warned(b, listener):
+    # listeners accept before the start-up report is complete: read it once the broker says so
+    b.wait_for_log(r"bulwark \S+ started")
     return any(WARNING in line and f"listener {listener} " in line for line in b.log_text().splitlines())
 
 
