@@ -29,7 +29,9 @@
  *                       this generation's server cache (SSL_OP_NO_TICKET + num_tickets 1).
  *                       Resuming it skips decoding the client certificate again: ~180 us
  *                       against ~600 us for a stateless mTLS ticket (perf.md §2.7); the cost
- *                       is the cache's memory and one process only.
+ *                       is the cache's memory and one process only. Either kind: a resumed
+ *                       connection gets a new ticket only past half the session's lifetime
+ *                       (keep_young_ticket).
  *   handshake_timeout   not here: the client layer arms it (tls_server_handshake_timeout_ms).
  *   depth               SSL_CTX_set_verify_depth: intermediates between peer and anchor.
  *   dhfile              DH parameters (PEM) for DHE suites; without it OpenSSL picks
@@ -45,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -491,6 +494,28 @@ static int servername_cb(SSL *ssl, int *al, void *arg)
 	return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
 }
 
+/* A resumed TLS 1.3 connection gets a new ticket only once the session it resumed is past
+ * half its lifetime. Until then the ticket the client holds stays valid (no early data here,
+ * so OpenSSL does not make tickets single-use) and a new one would only cost the server: a
+ * session copy, a cache entry and a record (~40 us stateful; ~200 us stateless with mTLS,
+ * where the client certificate is sealed into every ticket). A client that keeps
+ * reconnecting still never falls back to a full handshake. OpenSSL reads num_tickets right
+ * after the client's Finished, in the same call that read it: the info callback is the only
+ * place between the two. */
+static void keep_young_ticket(const SSL *cssl, int where, int ret)
+{
+	(void)ret;
+	if (!(where & SSL_CB_ACCEPT_LOOP) || SSL_get_state(cssl) != TLS_ST_SR_FINISHED || !SSL_session_reused(cssl))
+		return;
+	SSL *ssl = (SSL *)cssl; /* the callback's SSL is the connection's own, passed const */
+	SSL_SESSION *sess = SSL_get_session(ssl);
+	if (!sess || SSL_version(ssl) < TLS1_3_VERSION)
+		return;
+	long age = (long)time(NULL) - SSL_SESSION_get_time(sess);
+	if (age >= 0 && age < SSL_SESSION_get_timeout(sess) / 2)
+		SSL_set_num_tickets(ssl, 0);
+}
+
 static SSL_CTX *new_ctx(struct tls_gen *g, const struct plan *p, char *err, size_t errlen)
 {
 	const struct cfg_ssl *cfg = &g->l->ssl;
@@ -522,6 +547,8 @@ static SSL_CTX *new_ctx(struct tls_gen *g, const struct plan *p, char *err, size
 	SSL_CTX_set_read_ahead(ctx, 1);
 	/* Each TLS 1.3 ticket costs ~240 us with mTLS (perf.md §2.7): none, or exactly one. */
 	SSL_CTX_set_num_tickets(ctx, tickets ? 1 : 0);
+	if (tickets)
+		SSL_CTX_set_info_callback(ctx, keep_young_ticket);
 	SSL_CTX_set_session_cache_mode(ctx, cfg->reuse_sessions ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
 	/* ~6.7 KB per cached mTLS session (perf.md §2.7): OTP's server default of 3000, not OpenSSL's 20480. */
 	SSL_CTX_sess_set_cache_size(ctx, 3000);

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bw import mqtt_raw as m
+from bw.timeshift import TimeShift
 from bw.tls import client_context, handshake
 
 
@@ -340,6 +341,37 @@ def test_session_tickets_stateful_resumes_from_the_server_cache(start_broker, pk
         assert not s.session_reused
     finally:
         s.close()
+
+
+def _tickets_on_resumption(port, pki, sess_file, client_id):
+    """Resume with s_client from sess_file (rewritten with what the connection ends with); returns
+    (resumed, number of NewSessionTickets received)."""
+    out = s_client_until(port, ["-tls1_3", "-msg", "-cert", pki.client_cert, "-key", pki.client_key,
+                                "-sess_in", str(sess_file), "-sess_out", str(sess_file)],
+                         r"(Reused|New), TLSv1\.3", stdin=m.connect(client_id, version=4), linger=0.5)
+    return "Reused, TLSv1.3" in out, len(re.findall(r"<<< .*NewSessionTicket", out))
+
+
+@pytest.mark.parametrize("tickets", ["stateful", "stateless"])
+def test_resumed_connection_keeps_its_ticket_until_half_its_lifetime(start_broker, pki, tmp_path, tickets):
+    # A resumption that issued a ticket each time would pay for a session copy, a cache entry or a
+    # sealed client certificate, and a record, on every reconnect: the ticket the client holds is
+    # good for 2 h (no early data, so not single-use). Past half of that, a fresh one comes with the
+    # resumption, so a client that keeps reconnecting never falls back to a full handshake.
+    clock = TimeShift(tmp_path)
+    b = start_broker(mtls(f"session_tickets = {tickets}"), ssl=True, env=clock.env())
+    sess = tmp_path / "sess.pem"
+    out = s_client_until(b.ssl_port, ["-tls1_3", "-msg", "-cert", pki.client_cert, "-key", pki.client_key,
+                                      "-sess_out", str(sess)],
+                         r"Post-Handshake New Session Ticket arrived", stdin=m.connect("life-0", version=4),
+                         linger=0.3)
+    assert len(re.findall(r"<<< .*NewSessionTicket", out)) == 1, out
+    for i in range(3):  # the same ticket resumes again and again, and none is added
+        assert _tickets_on_resumption(b.ssl_port, pki, sess, f"life-{i + 1}") == (True, 0)
+    clock.set(3700)  # just past half of the 7200 s session lifetime
+    assert _tickets_on_resumption(b.ssl_port, pki, sess, "life-old") == (True, 1)
+    # the fresh ticket (saved by s_client) is young again
+    assert _tickets_on_resumption(b.ssl_port, pki, sess, "life-fresh") == (True, 0)
 
 
 @pytest.mark.parametrize("tickets,max_version", [("stateful", "1.3"), ("stateless", "1.3"), ("disabled", "1.2")])
