@@ -189,15 +189,8 @@ void conn_init(struct conn *c, struct loop *l, int fd, const struct transport_op
 	timer_init(&c->send_timer, send_timer_fn);
 	c->wprogress_ms = 0;
 	c->out_max = 0;
-	/* Output the kernel holds but cannot send (the peer's window stays shut, or nothing is
-	 * acknowledged) counts against send_timeout too: the kernel aborts the connection with
-	 * ETIMEDOUT (close_on_error() reports it as not reading). */
-	uint64_t sto = send_timeout_ms(c);
-	if (sto && (c->peer.ss_family == AF_INET || c->peer.ss_family == AF_INET6)) {
-		unsigned int ut = sto > INT_MAX ? INT_MAX : (unsigned int)sto;
-		if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) != 0)
-			log_debug("connection %s: TCP_USER_TIMEOUT: %s", c->peer_str, strerror(errno));
-	}
+	/* TCP_NODELAY and TCP_USER_TIMEOUT (send_timeout) come with the socket from its listener
+	 * (listener_open): Linux copies them into every accepted socket. */
 	loop_add(l, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
 	if (li && li->cfg && li->cfg->proxy_protocol)
 		proxy_start(c);

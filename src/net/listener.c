@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -69,6 +70,18 @@ bool listener_open(struct listener *li, const struct cfg_listener *cfg, listener
 		/* "[::]:1883" means both families, as users expect. */
 		int zero = 0;
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	}
+	if (fam == AF_INET || fam == AF_INET6) {
+		/* Accepted sockets inherit both (Linux), which saves two syscalls per connection. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		/* Output the kernel holds but cannot send (the peer's window stays shut, or nothing
+		 * is acknowledged) counts against send_timeout too: the kernel aborts the connection
+		 * with ETIMEDOUT (conn.c reports it as not reading). */
+		if (cfg->send_timeout_close && cfg->send_timeout_ms != UINT64_MAX) {
+			unsigned int ut = cfg->send_timeout_ms > INT_MAX ? INT_MAX : (unsigned int)cfg->send_timeout_ms;
+			if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut) != 0)
+				log_warn("listener %s: TCP_USER_TIMEOUT: %s", cfg->id, strerror(errno));
+		}
 	}
 	if (bind(fd, (const struct sockaddr *)&cfg->bind, cfg->bind_len) < 0) {
 		snprintf(err, errlen, "listener %s: cannot bind %s: %s", cfg->id, cfg->bind_str, strerror(errno));
@@ -184,8 +197,6 @@ static void on_listen_event(struct loop_io *io, uint32_t events)
 			close(fd);
 			continue;
 		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		li->on_accept(li, r->loop, fd, (struct sockaddr *)&ss, slen);
 	}
 }

@@ -549,7 +549,8 @@ static SSL_CTX *new_ctx(struct tls_gen *g, const struct plan *p, char *err, size
 	SSL_CTX_set_num_tickets(ctx, tickets ? 1 : 0);
 	if (tickets)
 		SSL_CTX_set_info_callback(ctx, keep_young_ticket);
-	SSL_CTX_set_session_cache_mode(ctx, cfg->reuse_sessions ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_session_cache_mode(ctx, cfg->reuse_sessions ? SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR
+								: SSL_SESS_CACHE_OFF);
 	/* ~6.7 KB per cached mTLS session (perf.md §2.7): OTP's server default of 3000, not OpenSSL's 20480. */
 	SSL_CTX_sess_set_cache_size(ctx, 3000);
 	SSL_CTX_set_session_id_context(ctx, p->sid, sizeof p->sid);
