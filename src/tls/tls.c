@@ -394,6 +394,12 @@ static struct {
 
 static SSL_CTX *bare_ctx_for(const SSL_METHOD *m)
 {
+	/* Almost every connection negotiates the same version: each thread remembers its last
+	 * answer, so the lock is taken once per thread and method, not once per connection. */
+	static _Thread_local const SSL_METHOD *last_m;
+	static _Thread_local SSL_CTX *last_ctx;
+	if (m == last_m)
+		return last_ctx;
 	SSL_CTX *ctx = NULL;
 	pthread_mutex_lock(&bare_lock);
 	for (size_t i = 0; i < sizeof bare_ctx / sizeof bare_ctx[0]; i++) {
@@ -411,6 +417,10 @@ static SSL_CTX *bare_ctx_for(const SSL_METHOD *m)
 		}
 	}
 	pthread_mutex_unlock(&bare_lock);
+	if (ctx) {
+		last_m = m;
+		last_ctx = ctx;
+	}
 	return ctx;
 }
 

@@ -401,6 +401,27 @@ void tls_conn_info_drop(SSL *ssl)
 	free(ci);
 }
 
+/* The first certificate of chain, from depth from on, outside its validity period at *at
+ * (NULL: now): its X509_V_ERR code, and its depth in *depth; X509_V_OK when there is none. */
+static int period_error(STACK_OF(X509) *chain, const time_t *at, int from, int *depth)
+{
+	for (int i = from; i < sk_X509_num(chain); i++) {
+		X509 *x = sk_X509_value(chain, i);
+		int nb = X509_cmp_time(X509_get0_notBefore(x), (time_t *)at);
+		int na = X509_cmp_time(X509_get0_notAfter(x), (time_t *)at);
+		int err = nb == 0   ? X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD
+			  : nb > 0  ? X509_V_ERR_CERT_NOT_YET_VALID
+			  : na == 0 ? X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD
+			  : na < 0  ? X509_V_ERR_CERT_HAS_EXPIRED
+				    : X509_V_OK;
+		if (err != X509_V_OK) {
+			*depth = i;
+			return err;
+		}
+	}
+	return X509_V_OK;
+}
+
 /* The last step of X509_verify_cert for a resumed session: validity periods only. The
  * signatures were checked when this generation made the session (its cache and its ticket
  * keys die with it, so a session always comes from the same CA store): only time and
@@ -416,24 +437,11 @@ static int verify_times_only(X509_STORE_CTX *ctx)
 	time_t *ptime = (flags & X509_V_FLAG_USE_CHECK_TIME) ? &at : NULL;
 	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
 	int (*cb)(int, X509_STORE_CTX *) = X509_STORE_CTX_get_verify_cb(ctx);
-	for (int i = 0; i < sk_X509_num(chain); i++) {
-		X509 *x = sk_X509_value(chain, i);
-		int err = X509_V_OK;
-		int nb = X509_cmp_time(X509_get0_notBefore(x), ptime);
-		int na = X509_cmp_time(X509_get0_notAfter(x), ptime);
-		if (nb == 0)
-			err = X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD;
-		else if (nb > 0)
-			err = X509_V_ERR_CERT_NOT_YET_VALID;
-		else if (na == 0)
-			err = X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD;
-		else if (na < 0)
-			err = X509_V_ERR_CERT_HAS_EXPIRED;
-		if (err == X509_V_OK)
-			continue;
+	int depth, err;
+	for (int from = 0; (err = period_error(chain, ptime, from, &depth)) != X509_V_OK; from = depth + 1) {
 		X509_STORE_CTX_set_error(ctx, err);
-		X509_STORE_CTX_set_error_depth(ctx, i);
-		X509_STORE_CTX_set_current_cert(ctx, x);
+		X509_STORE_CTX_set_error_depth(ctx, depth);
+		X509_STORE_CTX_set_current_cert(ctx, sk_X509_value(chain, depth));
 		if (!cb || !cb(0, ctx))
 			return 0;
 	}
@@ -475,18 +483,10 @@ out:
  * clock and revocation. On success the chain becomes the connection's. */
 static bool resumed_chain_ok(struct tls_gen *g, SSL *ssl, STACK_OF(X509) *chain)
 {
-	for (int i = 0; i < sk_X509_num(chain); i++) {
-		X509 *x = sk_X509_value(chain, i);
-		int nb = X509_cmp_time(X509_get0_notBefore(x), NULL);
-		int na = X509_cmp_time(X509_get0_notAfter(x), NULL);
-		const char *why = nb == 0 || na == 0 ? "invalid validity period"
-				  : nb > 0		 ? "certificate is not yet valid"
-				  : na < 0		 ? "certificate has expired"
-							 : NULL;
-		if (why) {
-			record(ssl, why, x, i);
-			return false;
-		}
+	int depth, err = period_error(chain, NULL, 0, &depth);
+	if (err != X509_V_OK) {
+		record(ssl, X509_verify_cert_error_string(err), sk_X509_value(chain, depth), depth);
+		return false;
 	}
 	X509 *leaf = sk_X509_value(chain, 0);
 	if (g->revoke) {
