@@ -13,14 +13,17 @@
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "core/alloc.h"
+#include "tls/fastkeys.h"
 
 #define JWT_MIN_RSA_BITS 2048
 
@@ -377,7 +380,7 @@ static bool jwk_bytes(const json_t *jwk, const char *name, struct buf *out)
 static EVP_PKEY *pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld)
 {
 	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+	EVP_PKEY_CTX *ctx = tls_provider_pkey_ctx(type); /* fromdata needs the provider */
 	EVP_PKEY *pk = NULL;
 	if (!params || !ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
 	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) <= 0)
@@ -417,6 +420,21 @@ out:
 	return pk;
 }
 
+/* The point must lie on the curve (invalid-curve attacks). Checked on the encoded point: the
+ * same whichever method table the key ends up on (EVP_PKEY_public_check on a built-in
+ * context reads a legacy key the provider's key does not have; tls/fastkeys.c). */
+static bool ec_point_on_curve(const char *group, const struct buf *pt)
+{
+	EC_GROUP *g = EC_GROUP_new_by_curve_name(OBJ_sn2nid(group));
+	EC_POINT *p = g ? EC_POINT_new(g) : NULL;
+	bool ok = p && EC_POINT_oct2point(g, p, pt->data, pt->len, NULL) == 1 && EC_POINT_is_on_curve(g, p, NULL) == 1 &&
+		  !EC_POINT_is_at_infinity(g, p);
+	EC_POINT_free(p);
+	EC_GROUP_free(g);
+	ERR_clear_error();
+	return ok;
+}
+
 static EVP_PKEY *jwk_ec(const json_t *jwk, char *err, size_t errlen)
 {
 	const char *crv = json_string_value(json_object_get(jwk, "crv"));
@@ -451,16 +469,7 @@ static EVP_PKEY *jwk_ec(const json_t *jwk, char *err, size_t errlen)
 		snprintf(err, errlen, "EC key: out of memory");
 		goto out;
 	}
-	pk = pkey_fromdata("EC", bld);
-	if (pk) {
-		/* The point must lie on the curve (invalid-curve attacks). */
-		EVP_PKEY_CTX *cc = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
-		if (!cc || EVP_PKEY_public_check(cc) != 1) {
-			EVP_PKEY_free(pk);
-			pk = NULL;
-		}
-		EVP_PKEY_CTX_free(cc);
-	}
+	pk = ec_point_on_curve(group, &pt) ? pkey_fromdata("EC", bld) : NULL;
 	if (!pk)
 		snprintf(err, errlen, "EC key rejected by OpenSSL (point not on the curve?)");
 out:

@@ -41,6 +41,7 @@
 #include "store/store.h"
 #include "net/http.h"
 #include "tls/devcert.h"
+#include "tls/fastkeys.h"
 #include "tls/revoke.h"
 #include "tls/tls.h"
 
@@ -819,6 +820,15 @@ int broker_main(struct config *cfg, const char *config_path)
 	if (!prepare_dev_certs(cfg, err, sizeof err)) {
 		log_error("%s", err);
 		goto out_unlock;
+	}
+	/* After the development certificates are signed (fastkeys.c: no certificate signing with
+	 * provider keys once installed), before the listeners load theirs and threads start. */
+	if (cfg->tls_fast_keys) {
+		char msg[256];
+		if (tls_fast_keys_install(msg, sizeof msg) == TLS_FAST_KEYS_FAILED)
+			log_warn("%s", msg);
+		else
+			log_info("%s", msg);
 	}
 	/* The control socket exists before any listener accepts: once a port answers, ctl works. */
 	mc.loop = loop_new(-1);

@@ -221,6 +221,7 @@ struct config {
 	char *source;          /* config file path, or "(embedded default)" */
 	char *data_dir;
 	uint32_t workers;      /* 0 = one per core */
+	bool tls_fast_keys;    /* RSA/EC keys on OpenSSL's built-in methods (tls/fastkeys.c) */
 	int log_level;         /* enum log_level */
 	struct cfg_mqtt mqtt;
 	struct cfg_listener *listeners;

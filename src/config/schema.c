@@ -865,6 +865,7 @@ static const struct cfg_field log_fields[] = {
 static const struct cfg_field node_fields[] = {
 	{ "data_dir", CFG_F_STRING, CF(data_dir), 0, 0, NULL, NULL },
 	{ "workers", CFG_F_U32, CF(workers), 0, 256, NULL, NULL },
+	{ "tls_fast_keys", CFG_F_BOOL, CF(tls_fast_keys), 0, 0, NULL, NULL },
 	{ "name", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "cookie", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
 	{ "process_limit", CFG_F_IGNORED, 0, 0, 0, NULL, NULL },
@@ -1175,6 +1176,7 @@ static void set_defaults(struct config *cfg)
 {
 	cfg->data_dir = xstrdup("data");
 	cfg->workers = 0;
+	cfg->tls_fast_keys = true;
 	cfg->log_level = LOG_INFO;
 	cfg->fsync = CFG_FSYNC_BATCH;
 	struct cfg_mqtt *m = &cfg->mqtt;

@@ -14,6 +14,7 @@
 #include "auth/jwt.h"
 #include "config/hocon.h"
 #include "core/alloc.h"
+#include "tls/fastkeys.h"
 #include "unit.h"
 
 /* ---- helpers ---- */
@@ -26,13 +27,21 @@ static char *b64s(const void *p, size_t n)
 	return (char *)b.data;
 }
 
+/* Keys from the provider context (tls/fastkeys.h), so that generating works after
+ * tls_fast_keys_install() too: the second pass of main() runs every test that way. */
 static EVP_PKEY *keygen(const char *type, const char *param)
 {
-	if (strcmp(type, "RSA") == 0)
-		return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)(param ? atoi(param) : 2048));
-	if (strcmp(type, "EC") == 0)
-		return EVP_PKEY_Q_keygen(NULL, NULL, "EC", param);
-	return EVP_PKEY_Q_keygen(NULL, NULL, type);
+	EVP_PKEY_CTX *ctx = tls_provider_pkey_ctx(type);
+	EVP_PKEY *k = NULL;
+	bool ok = ctx && EVP_PKEY_keygen_init(ctx) > 0;
+	if (ok && strcmp(type, "RSA") == 0)
+		ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, param ? atoi(param) : 2048) > 0;
+	else if (ok && strcmp(type, "EC") == 0)
+		ok = EVP_PKEY_CTX_set_group_name(ctx, param) > 0;
+	if (!ok || EVP_PKEY_generate(ctx, &k) <= 0)
+		k = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	return k;
 }
 
 static const EVP_MD *md_of(enum jwt_alg a)
@@ -658,6 +667,37 @@ TEST(result_fields)
 
 /* ---- keys ---- */
 
+/* A self-signed RSA certificate (PEM) and its key, made once: in the first pass of main(),
+ * before tls_fast_keys_install(), after which OpenSSL cannot sign certificates with a
+ * provider key (tls/fastkeys.c). */
+static const char *rsa_cert_pem(EVP_PKEY **key)
+{
+	static EVP_PKEY *rsa;
+	static char *pem;
+	if (!pem) {
+		rsa = keygen("RSA", "2048");
+		X509 *x = X509_new();
+		X509_set_version(x, 2);
+		ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+		X509_gmtime_adj(X509_getm_notBefore(x), 0);
+		X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+		X509_set_pubkey(x, rsa);
+		X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"jwt", -1,
+					   -1, 0);
+		X509_set_issuer_name(x, X509_get_subject_name(x));
+		CHECK(X509_sign(x, rsa, EVP_sha256()) > 0);
+		BIO *b = BIO_new(BIO_s_mem());
+		PEM_write_bio_X509(b, x);
+		char *p = NULL;
+		long n = BIO_get_mem_data(b, &p);
+		pem = xstrndup(p, (size_t)n);
+		BIO_free(b);
+		X509_free(x);
+	}
+	*key = rsa;
+	return pem;
+}
+
 TEST(pem_keys)
 {
 	char err[200];
@@ -674,25 +714,13 @@ TEST(pem_keys)
 	jwt_key_clear(&k);
 	BIO_free(b);
 	/* A certificate: its public key. */
-	X509 *x = X509_new();
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, rsa);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"jwt", -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(x));
-	X509_sign(x, rsa, EVP_sha256());
-	b = BIO_new(BIO_s_mem());
-	PEM_write_bio_X509(b, x);
-	n = BIO_get_mem_data(b, &p);
-	CHECK(jwt_key_from_pem(p, (size_t)n, &k, err, sizeof err));
-	char *tok = make_token(JWT_RS256, NULL, CLAIMS, rsa, NULL);
+	EVP_PKEY *cert_key;
+	const char *cert = rsa_cert_pem(&cert_key);
+	CHECK(jwt_key_from_pem(cert, strlen(cert), &k, err, sizeof err));
+	char *tok = make_token(JWT_RS256, NULL, CLAIMS, cert_key, NULL);
 	CHECK_EQ_INT(verify_tok(tok, &k, 1, JWT_ALGS_ASYM, false), JWT_V_OK);
 	free(tok);
 	jwt_key_clear(&k);
-	BIO_free(b);
-	X509_free(x);
 	/* PKCS#1 RSAPublicKey PEM, through the type-specific encoder. */
 	b = BIO_new(BIO_s_mem());
 	OSSL_ENCODER_CTX *ec2 = OSSL_ENCODER_CTX_new_for_pkey(rsa, EVP_PKEY_PUBLIC_KEY, "PEM", "type-specific", NULL);
@@ -975,7 +1003,7 @@ TEST(jwks_cache_failures)
 	cfg_unref(c);
 }
 
-int main(void)
+static void run_all(void)
 {
 	RUN(base64url);
 	RUN(jose_ecdsa_to_der);
@@ -994,6 +1022,14 @@ int main(void)
 	RUN(ec_point_off_curve_is_refused);
 	RUN(authenticator_claims);
 	RUN(jwks_cache_failures);
+}
+
+int main(void)
+{
+	run_all(); /* keys on the OpenSSL providers */
+	char msg[256];
+	CHECK_EQ_INT(tls_fast_keys_install(msg, sizeof msg), TLS_FAST_KEYS_ON);
+	run_all(); /* node.tls_fast_keys: RSA and EC keys on the built-in methods */
 	hocon_free(root);
 	return unit_summary();
 }
