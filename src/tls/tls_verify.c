@@ -295,28 +295,20 @@ out:
 /* Act on a revocation verdict for leaf: 0 (refused, recorded) or 1. sctx may be NULL. */
 static int apply_revocation(SSL *ssl, X509_STORE_CTX *sctx, X509 *leaf, enum revoke_verdict v, const char *why)
 {
-	char reason[128];
-	switch (v) {
-	case REVOKE_REVOKED:
+	if (v == REVOKE_REVOKED || v == REVOKE_FAILED) {
+		bool revoked = v == REVOKE_REVOKED;
+		char reason[128];
 		if (sctx)
-			fail_ctx(sctx, X509_V_ERR_CERT_REVOKED, leaf);
-		snprintf(reason, sizeof reason, "certificate revoked%s%s%s", *why ? " (" : "", why, *why ? ")" : "");
+			fail_ctx(sctx, revoked ? X509_V_ERR_CERT_REVOKED : X509_V_ERR_UNABLE_TO_GET_CRL, leaf);
+		snprintf(reason, sizeof reason, "%s%s%s%s", revoked ? "certificate revoked" : "revocation check failed",
+			 *why ? " (" : "", why, *why ? ")" : "");
 		record(ssl, reason, leaf, 0);
 		return 0;
-	case REVOKE_FAILED:
-		if (sctx)
-			fail_ctx(sctx, X509_V_ERR_UNABLE_TO_GET_CRL, leaf);
-		snprintf(reason, sizeof reason, "revocation check failed%s%s%s", *why ? " (" : "", why, *why ? ")" : "");
-		record(ssl, reason, leaf, 0);
-		return 0;
-	case REVOKE_PENDING: {
+	}
+	if (v == REVOKE_PENDING) {
 		struct tls_conn_info *ci = ssl ? tls_conn_info_of(ssl, true) : NULL;
 		if (ci)
 			ci->revocation_pending = true;
-		return 1;
-	}
-	case REVOKE_GOOD:
-		break;
 	}
 	return 1;
 }
