@@ -232,17 +232,14 @@ static void role_detach(struct conn *c)
 			w->conns[c->idx] = NULL;
 		break;
 	case ROLE_SUB:
+	case ROLE_PUB: {
+		struct conn **slot = c->role == ROLE_SUB ? &g.subs[c->idx].c : &g.pubs[c->idx].c;
 		if (conn_is_setup(c))
 			w->pending--;
-		if (g.subs[c->idx].c == c)
-			g.subs[c->idx].c = NULL;
+		if (*slot == c)
+			*slot = NULL;
 		break;
-	case ROLE_PUB:
-		if (conn_is_setup(c))
-			w->pending--;
-		if (g.pubs[c->idx].c == c)
-			g.pubs[c->idx].c = NULL;
-		break;
+	}
 	}
 }
 
