@@ -73,28 +73,13 @@ static void openssl_error(char *msg, size_t msglen, const char *what)
 		 reason);
 }
 
-enum tls_fast_keys tls_fast_keys_install(char *msg, size_t msglen)
+/* Registers the engine; false with the reason in msg. */
+static bool register_engine(char *msg, size_t msglen)
 {
-	static bool installed;
-	const char *version = OpenSSL_version(OPENSSL_VERSION);
-	if (installed) {
-		snprintf(msg, msglen, "RSA and EC keys on OpenSSL's built-in methods (node.tls_fast_keys, %s)",
-			 version);
-		return TLS_FAST_KEYS_ON;
-	}
-	if (EVP_default_properties_is_fips_enabled(NULL)) {
-		snprintf(msg, msglen, "node.tls_fast_keys has no effect: FIPS properties are the default, keys stay on "
-				      "the FIPS provider");
-		return TLS_FAST_KEYS_FIPS;
-	}
-	if (OpenSSL_version_num() >= 0x30200000L) {
-		snprintf(msg, msglen, "node.tls_fast_keys not needed: %s caches its key decoders", version);
-		return TLS_FAST_KEYS_UNNEEDED;
-	}
 	ENGINE *e = ENGINE_new();
 	if (!e) {
 		openssl_error(msg, msglen, "ENGINE_new");
-		return TLS_FAST_KEYS_FAILED;
+		return false;
 	}
 	/* ENGINE_add: the engine list holds it (and frees it at OpenSSL's exit); our own
 	 * reference goes at the end. */
@@ -102,16 +87,35 @@ enum tls_fast_keys tls_fast_keys_install(char *msg, size_t msglen)
 	    !ENGINE_set_pkey_meths(e, builtin_pkey_meths) || !ENGINE_add(e)) {
 		openssl_error(msg, msglen, "ENGINE setup");
 		ENGINE_free(e);
-		return TLS_FAST_KEYS_FAILED;
+		return false;
 	}
-	if (!ENGINE_register_pkey_meths(e)) {
+	bool ok = ENGINE_register_pkey_meths(e);
+	if (!ok) {
 		openssl_error(msg, msglen, "ENGINE_register_pkey_meths");
 		ENGINE_remove(e);
-		ENGINE_free(e);
-		return TLS_FAST_KEYS_FAILED;
 	}
 	ENGINE_free(e);
-	installed = true;
+	return ok;
+}
+
+enum tls_fast_keys tls_fast_keys_install(char *msg, size_t msglen)
+{
+	static bool installed;
+	const char *version = OpenSSL_version(OPENSSL_VERSION);
+	if (!installed) {
+		if (EVP_default_properties_is_fips_enabled(NULL)) {
+			snprintf(msg, msglen, "node.tls_fast_keys has no effect: FIPS properties are the default, keys "
+					      "stay on the FIPS provider");
+			return TLS_FAST_KEYS_FIPS;
+		}
+		if (OpenSSL_version_num() >= 0x30200000L) {
+			snprintf(msg, msglen, "node.tls_fast_keys not needed: %s caches its key decoders", version);
+			return TLS_FAST_KEYS_UNNEEDED;
+		}
+		if (!register_engine(msg, msglen))
+			return TLS_FAST_KEYS_FAILED;
+		installed = true;
+	}
 	snprintf(msg, msglen, "RSA and EC keys on OpenSSL's built-in methods (node.tls_fast_keys, %s)", version);
 	return TLS_FAST_KEYS_ON;
 }
