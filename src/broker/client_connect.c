@@ -43,6 +43,7 @@ struct connect_req {
 	uint32_t session_expiry;
 	struct msg *will;
 	uint32_t will_delay;
+	uint32_t will_expiry;            /* seconds from the will's publication; 0 = never */
 	struct revoke_wait *revoke_wait; /* revocation check before CONNACK, while running */
 	struct auth_attempt *auth;       /* authentication, from start to CONNACK */
 	uint8_t *password;               /* CONNECT's password (copied: the read buffer moves on) */
@@ -170,11 +171,11 @@ static uint8_t make_will(struct client *c, const struct mqtt_connect *cp, struct
 				cp->will_retain);
 	free(mounted);
 	free(props);
-	int64_t now = clock_wall_s();
+	/* MQTT-3.1.3.2-4: the will's lifetime counts from when it is published, not from CONNECT. */
 	if (c->version == MQTT_V5 && (cp->will_props.present & MQTT_P_MESSAGE_EXPIRY))
-		m->expiry_at = now + cp->will_props.message_expiry;
-	else if (mq(c)->message_expiry_interval_s)
-		m->expiry_at = now + mq(c)->message_expiry_interval_s;
+		req->will_expiry = cp->will_props.message_expiry;
+	else
+		req->will_expiry = mq(c)->message_expiry_interval_s;
 	if (c->version == MQTT_V5 && (cp->will_props.present & MQTT_P_WILL_DELAY))
 		req->will_delay = cp->will_props.will_delay;
 	req->will = m;
@@ -377,15 +378,10 @@ static void take_over(struct session *s, struct client *newc, bool clean_start)
 	old->normal_disconnect = true; /* its session moves on: on_close must not detach again */
 	client_disconnect(old, MQTT_RC_SESSION_TAKEN_OVER, "session taken over");
 	s->client = NULL;
-	if (s->will && (s->will_delay == 0 || clean_start)) {
-		struct msg *will = s->will;
-		struct authz_subject *subj = s->will_authz;
-		s->will = NULL;
-		s->will_authz = NULL;
-		broker_publish_will(s->w, s->client_id, will, subj);
-	} else {
-		session_set_will(s, NULL, 0, NULL);
-	}
+	if (s->will && (s->will_delay == 0 || clean_start))
+		session_publish_will(s);
+	else
+		session_set_will(s, NULL, 0, 0, NULL);
 }
 
 static bool same_str(const char *a, const char *b)
@@ -443,7 +439,7 @@ static void complete_connect(struct client *c)
 	session_set_expiry(s, expiry);
 	client_authz_init(c);
 	struct authz_subject *will_subj = req->will ? client_will_subject(c) : NULL;
-	session_set_will(s, req->will, req->will_delay, will_subj);
+	session_set_will(s, req->will, req->will_delay, req->will_expiry, will_subj);
 	authz_subject_unref(will_subj);
 	req->will = NULL;
 	c->state = CL_CONNECTED;

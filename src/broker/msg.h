@@ -64,10 +64,12 @@ static inline struct msg *msg_ref(struct msg *m)
 
 void msg_unref(struct msg *m);
 
-/* True when the message has expired at wall time now_s. */
+/* True when the message has expired at wall time now_s. expiry_at is whole seconds
+ * (publication second + interval), so the interval has surely passed only once the clock
+ * is past it: a message never dies early, at most a second late. */
 static inline bool msg_expired(const struct msg *m, int64_t now_s)
 {
-	return m->expiry_at && now_s >= m->expiry_at;
+	return m->expiry_at && now_s > m->expiry_at;
 }
 
 #endif

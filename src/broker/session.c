@@ -249,7 +249,7 @@ void session_set_expiry(struct session *s, uint32_t seconds)
 
 /* ---- will ---- */
 
-void session_set_will(struct session *s, struct msg *m, uint32_t delay, struct authz_subject *subj)
+void session_set_will(struct session *s, struct msg *m, uint32_t delay, uint32_t expiry, struct authz_subject *subj)
 {
 	timer_cancel(&s->will_timer);
 	if (s->will)
@@ -258,9 +258,10 @@ void session_set_will(struct session *s, struct msg *m, uint32_t delay, struct a
 	s->will = m;
 	s->will_authz = m && subj ? authz_subject_ref(subj) : NULL;
 	s->will_delay = delay;
+	s->will_expiry = expiry;
 }
 
-static void publish_will(struct session *s)
+void session_publish_will(struct session *s)
 {
 	struct msg *m = s->will;
 	if (!m)
@@ -269,6 +270,8 @@ static void publish_will(struct session *s)
 	s->will = NULL;
 	s->will_authz = NULL;
 	timer_cancel(&s->will_timer);
+	if (s->will_expiry)
+		m->expiry_at = clock_wall_s() + s->will_expiry; /* only the session holds m yet */
 	log_debug("publishing will of %s on %.*s", s->client_id, (int)m->topic_len, msg_topic(m));
 	broker_publish_will(s->w, s->client_id, m, subj);
 }
@@ -276,7 +279,7 @@ static void publish_will(struct session *s)
 static void will_fired(struct timer *t)
 {
 	struct session *s = container_of(t, struct session, will_timer);
-	publish_will(s);
+	session_publish_will(s);
 }
 
 /* ---- delivery ---- */
@@ -600,7 +603,7 @@ void session_attach(struct session *s, struct client *c)
 	timer_cancel(&s->expiry_timer);
 	/* Reconnected within the will delay: the will of the previous connection is not sent. */
 	if (timer_armed(&s->will_timer))
-		session_set_will(s, NULL, 0, NULL);
+		session_set_will(s, NULL, 0, 0, NULL);
 	s->client = c;
 	s->proto = c->version;
 	s->disconnected_at = 0;
@@ -619,14 +622,14 @@ void session_detach(struct session *s, bool want_will)
 	s->client = NULL;
 	set_shared_online(s, false);
 	if (!want_will)
-		session_set_will(s, NULL, 0, NULL);
+		session_set_will(s, NULL, 0, 0, NULL);
 	if (s->expiry_interval == 0) {
 		session_destroy(s); /* publishes a due will at once */
 		return;
 	}
 	if (s->will) {
 		if (s->will_delay == 0)
-			publish_will(s);
+			session_publish_will(s);
 		else
 			timer_arm(s->w->loop, &s->will_timer,
 				  (uint64_t)(s->will_delay < s->expiry_interval ? s->will_delay : s->expiry_interval) * 1000u);
@@ -673,7 +676,7 @@ void session_destroy(struct session *s)
 {
 	struct worker *w = s->w;
 	if (s->will)
-		publish_will(s); /* the session ends before the will delay did */
+		session_publish_will(s); /* the session ends before the will delay did */
 	timer_cancel(&s->expiry_timer);
 	for (struct hmap_node *n = hmap_steal(&s->subs), *next; n; n = next) {
 		next = n->next;

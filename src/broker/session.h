@@ -77,6 +77,7 @@ struct session {
 	struct msg *will;
 	struct authz_subject *will_authz; /* who published the will, checked when it is sent */
 	uint32_t will_delay;
+	uint32_t will_expiry;        /* the will's Message Expiry Interval, from its publication */
 	struct timer will_timer;
 	struct timer expiry_timer;
 	int64_t disconnected_at;     /* wall seconds, 0 while connected */
@@ -104,9 +105,12 @@ void session_attach(struct session *s, struct client *c);
 void session_detach(struct session *s, bool publish_will);
 /* Set the expiry interval (from CONNECT or DISCONNECT), persisting as needed. */
 void session_set_expiry(struct session *s, uint32_t seconds);
-/* Replace the will (m may be NULL); takes the reference. subj (may be NULL: no
- * authorization) is the publisher as authorization sees it; a new reference is taken. */
-void session_set_will(struct session *s, struct msg *m, uint32_t delay, struct authz_subject *subj);
+/* Replace the will (m may be NULL); takes the reference. delay: Will Delay Interval;
+ * expiry: its Message Expiry Interval, counted from publication (0 = never). subj (may be
+ * NULL: no authorization) is the publisher as authorization sees it; a new reference is taken. */
+void session_set_will(struct session *s, struct msg *m, uint32_t delay, uint32_t expiry, struct authz_subject *subj);
+/* Publish the pending will now (if any) and forget it. */
+void session_publish_will(struct session *s);
 
 /* A message for this session (qos already min(published, granted)). Takes a new reference. */
 void session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t flags, uint32_t sub_id);

@@ -179,6 +179,18 @@ def test_v5_will_delay_publishes_after_the_delay(broker, raw_client):
     assert 1.8 <= took <= 5, f"will published {took:.1f}s after the close, delay was 2 s"
 
 
+def test_v5_will_message_expiry_counts_from_publication_not_connect(broker, raw_client):
+    # MQTT-3.1.3.2-4: the will's Message Expiry Interval is its lifetime once published, so a
+    # will delayed past its expiry interval is still sent, carrying the full interval.
+    w = watcher(raw_client, broker)
+    c = will_client(raw_client, broker, "delay-exp", 5, payload=b"delayed-expiring",
+                    will_props={"will_delay_interval": 2, "message_expiry_interval": 1},
+                    props={"session_expiry_interval": 60}, clean=False)
+    c.close()
+    p = w.recv_publish(topic="will/t", payload=b"delayed-expiring", timeout=6)
+    assert p.props.get("message_expiry_interval") == 1, p
+
+
 def test_v5_will_delay_cancelled_by_reconnect(broker, raw_client):
     w = watcher(raw_client, broker)
     cid = "delay-back"
