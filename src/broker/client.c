@@ -76,8 +76,8 @@ static void on_timer(struct timer *t)
 	}
 	uint64_t limit = (uint64_t)((double)c->keepalive * mq(c)->keepalive_multiplier * 1000.0);
 	uint64_t idle = loop_now(c->conn.loop) - c->last_rx_ms;
-	if (c->rl && c->rl->paused)
-		idle = 0; /* the rate limiter holds packets it sent: not idle, just slowed down */
+	if ((c->rl && c->rl->paused) || client_acks_full(c))
+		idle = 0; /* we hold the packets it sent (rate limiter, store behind): not idle */
 	if (idle < limit) {
 		timer_arm(c->conn.loop, &c->timer, limit - idle);
 		return;
@@ -241,9 +241,14 @@ static void on_rl_timer(struct timer *t)
 	if (!rl->paused || conn_closing(&c->conn))
 		return;
 	rl->paused = false;
-	/* A pending authorization check resumes reading itself when answered. */
-	if (!client_authz_waiting(c))
-		conn_resume_read(&c->conn);
+	client_read_resume(c);
+}
+
+void client_read_resume(struct client *c)
+{
+	if (client_authz_waiting(c) || (c->rl && c->rl->paused) || client_acks_full(c))
+		return; /* whoever holds it resumes when done */
+	conn_resume_read(&c->conn);
 }
 
 /* Listener messages_rate / bytes_rate: may this packet be handled now? When not, reading
@@ -285,7 +290,8 @@ static size_t on_data(struct conn *conn, const uint8_t *p, size_t len)
 	struct client *c = client_of(conn);
 	c->last_rx_ms = loop_now(conn->loop);
 	size_t off = 0;
-	while (off < len && c->state != CL_CONNECTING && !conn_closing(conn) && !client_authz_waiting(c)) {
+	while (off < len && c->state != CL_CONNECTING && !conn_closing(conn) && !client_authz_waiting(c) &&
+	       !client_acks_full(c)) {
 		struct mqtt_fixed fx;
 		uint8_t rc = 0;
 		uint32_t max = mq(c)->max_packet_size;

@@ -141,6 +141,11 @@ void client_acks_close(struct client *c);
  * goes out once every store write the message caused is durable, in PUBLISH order. A
  * delivery routed to another worker is one more part of the wait. */
 struct ack_wait;
+/* True while so many acknowledgements are held back that reading is paused. */
+bool client_acks_full(const struct client *c);
+/* Resume reading after a pause, unless something else still holds it (an authorization
+ * check, the rate limiter, held-back acknowledgements). */
+void client_read_resume(struct client *c);
 /* Add a part (publisher's loop thread, while routing). */
 void client_ack_part_add(struct ack_wait *aw);
 /* A part is done (its writes are finished, or it made none); durable is false when a write

@@ -144,7 +144,7 @@ static void answered(void *arg, enum authz_verdict v)
 	if (c->authz_stash == st && !st->waiting) {
 		c->authz_stash = NULL;
 		stash_free(st);
-		conn_resume_read(&c->conn);
+		client_read_resume(c);
 	}
 }
 

@@ -71,8 +71,27 @@ static void send_ack(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
  * shared. A part whose writes a store error dropped marks the wait failed: see ack_failed. */
 
 struct ack_queue {
-	struct list q; /* struct ack_wait.link, oldest first */
+	struct list q;  /* struct ack_wait.link, oldest first */
+	uint32_t n;     /* entries in q */
+	bool full;      /* n reached acks_limit: reading paused until half of them are out */
 };
+
+/* How many acknowledgements a connection may have held back before its packets stop being
+ * read: the client's in-flight window (Receive Maximum, which v3 clients do not know), with
+ * room for the pipelining of clients that ignore it. Memory per connection stays bounded
+ * while the store catches up; the client sees TCP back-pressure, nothing is refused. */
+#define ACKS_HELD_MIN 1024u
+
+static uint32_t acks_limit(const struct client *c)
+{
+	uint32_t w = mq(c)->max_inflight;
+	return w > ACKS_HELD_MIN ? w : ACKS_HELD_MIN;
+}
+
+bool client_acks_full(const struct client *c)
+{
+	return c->acks && c->acks->full;
+}
 
 struct ack_wait {
 	struct list link;   /* in c->acks->q while the connection is open */
@@ -111,6 +130,7 @@ static void acks_flush(struct client *c)
 		if (atomic_load_explicit(&aw->parts, memory_order_acquire))
 			break;
 		list_del_init(&aw->link);
+		aq->n--;
 		if (!conn_closing(&c->conn)) {
 			if (atomic_load_explicit(&aw->failed, memory_order_relaxed))
 				ack_failed(c, aw);
@@ -119,13 +139,17 @@ static void acks_flush(struct client *c)
 		}
 		free(aw);
 	}
+	if (aq->full && aq->n <= acks_limit(c) / 2 && !conn_closing(&c->conn)) {
+		aq->full = false;
+		client_read_resume(c);
+	}
 }
 
 /* New ack_wait at the tail of c's queue with one part (the caller's). */
 static struct ack_wait *ack_wait_new(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
 {
 	if (!c->acks) {
-		c->acks = xmalloc(sizeof *c->acks);
+		c->acks = xcalloc(1, sizeof *c->acks);
 		list_init(&c->acks->q);
 	}
 	struct ack_wait *aw = xcalloc(1, sizeof *aw);
@@ -137,6 +161,10 @@ static struct ack_wait *ack_wait_new(struct client *c, uint8_t type, uint16_t pi
 	aw->pid = pid;
 	aw->rc = rc;
 	list_push_back(&c->acks->q, &aw->link);
+	if (++c->acks->n >= acks_limit(c) && !c->acks->full) {
+		c->acks->full = true;
+		conn_pause_read(&c->conn);
+	}
 	return aw;
 }
 
