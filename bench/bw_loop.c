@@ -878,7 +878,7 @@ static void conn_send_connect(struct conn *c)
 	char cid[96];
 	uint8_t b[192];
 	client_id(c, cid, sizeof cid);
-	out_put(c, b, mqtt_enc_connect(b, g.o.mqtt, cid, g.o.keepalive));
+	out_put(c, b, mqtt_enc_connect(b, g.o.mqtt, cid, g.o.keepalive, g.o.persistent));
 	c->state = CS_CONNACK;
 	if (conn_flush(c) < 0) {
 		conn_fail(c, "write: %s", c->w->err);

@@ -70,19 +70,26 @@ long mqtt_frame(const uint8_t *p, size_t len, struct mqtt_pkt *pkt)
 	return (long)total;
 }
 
-size_t mqtt_enc_connect(uint8_t *out, int version, const char *cid, uint16_t keepalive)
+size_t mqtt_enc_connect(uint8_t *out, int version, const char *cid, uint16_t keepalive, bool persistent)
 {
 	size_t cidn = strlen(cid);
-	uint32_t rl = 10 + (version == 5 ? 1 : 0) + 2 + (uint32_t)cidn;
+	uint8_t nprops = version == 5 && persistent ? 5 : 0; /* Session Expiry Interval */
+	uint32_t rl = 10 + (version == 5 ? 1u + nprops : 0) + 2 + (uint32_t)cidn;
 	size_t o = 0;
 	out[o++] = MQTT_CONNECT << 4;
 	o += put_varint(out + o, rl);
 	o += put_str(out + o, "MQTT");
 	out[o++] = (uint8_t)version;
-	out[o++] = 0x02; /* clean session / clean start */
+	out[o++] = persistent ? 0x00 : 0x02; /* clean session / clean start */
 	o += put_u16(out + o, keepalive);
-	if (version == 5)
-		out[o++] = 0; /* no properties */
+	if (version == 5) {
+		out[o++] = nprops;
+		if (nprops) {
+			out[o++] = 0x11;
+			o += put_u16(out + o, 0);
+			o += put_u16(out + o, 3600);
+		}
+	}
 	o += put_str(out + o, cid);
 	return o;
 }

@@ -102,6 +102,8 @@ static void usage(FILE *f)
 		"                         messages ahead; QoS 0 messages that never arrive are written off\n"
 		"                         after 0.5 s without progress (a \"pacing stall\") (1000)\n"
 		"  --batch N              at most N PUBLISH packets per write (16)\n"
+		"  --persistent           persistent sessions (clean session 0; MQTT 5: Session Expiry 1 h):\n"
+		"                         with QoS 1 every message is stored for its subscriber\n"
 		"  --lat-samples N        latency reservoir size, all threads (1048576)\n"
 		"\n"
 		"Output and control:\n"
@@ -140,7 +142,7 @@ enum {
 	OPT_HOST = 256, OPT_PORT, OPT_TLS, OPT_CAFILE, OPT_CERT, OPT_KEY, OPT_SRC, OPT_THREADS, OPT_PID,
 	OPT_SCENARIO, OPT_RESUME, OPT_HOLD, OPT_QOS, OPT_SIZE, OPT_DURATION, OPT_WARMUP, OPT_RATE,
 	OPT_INFLIGHT, OPT_WINDOW, OPT_BATCH, OPT_MQTT, OPT_KEEPALIVE, OPT_JSON, OPT_MAXFAIL, OPT_STALL,
-	OPT_LAT, OPT_PREFIX,
+	OPT_LAT, OPT_PREFIX, OPT_PERSISTENT,
 };
 
 static void parse_args(int argc, char **argv)
@@ -170,6 +172,7 @@ static void parse_args(int argc, char **argv)
 		{ "inflight", required_argument, NULL, OPT_INFLIGHT },
 		{ "window", required_argument, NULL, OPT_WINDOW },
 		{ "batch", required_argument, NULL, OPT_BATCH },
+		{ "persistent", no_argument, NULL, OPT_PERSISTENT },
 		{ "mqtt", required_argument, NULL, OPT_MQTT },
 		{ "keepalive", required_argument, NULL, OPT_KEEPALIVE },
 		{ "json", required_argument, NULL, OPT_JSON },
@@ -220,6 +223,7 @@ static void parse_args(int argc, char **argv)
 		case OPT_INFLIGHT: o->inflight = (uint32_t)num_arg("--inflight", optarg, 1, 65535); break;
 		case OPT_WINDOW: o->window = (uint32_t)num_arg("--window", optarg, 1, 1e9); break;
 		case OPT_BATCH: o->batch = (uint32_t)num_arg("--batch", optarg, 1, 65535); break;
+		case OPT_PERSISTENT: o->persistent = true; break;
 		case OPT_MQTT:
 			if (strcmp(optarg, "3") == 0 || strcmp(optarg, "4") == 0 || strcmp(optarg, "3.1.1") == 0)
 				o->mqtt = 4;
@@ -252,6 +256,8 @@ static void parse_args(int argc, char **argv)
 		die("--key needs --cert");
 	if (o->resume && (o->scenario != SC_CONN || !o->tls))
 		die("--resume applies to --scenario conn with --tls");
+	if (o->persistent && (o->scenario == SC_CONN || o->scenario == SC_IDLE))
+		die("--persistent applies to the p2p, fanout and fanin scenarios");
 	if (o->scenario == SC_P2P) {
 		if (subs_given && o->subs != o->pubs)
 			die("p2p: -s must equal -p (one subscriber per publisher)");
@@ -653,9 +659,9 @@ static void fig_gen(struct report *r, double gen, double wall)
 static void print_text(const struct report *r, const char *err)
 {
 	const struct bench_opts *o = &g.o;
-	printf("bwbench %s: %s%s, MQTT %s, %d thread(s)", scenario_names[o->scenario],
+	printf("bwbench %s: %s%s, MQTT %s%s, %d thread(s)", scenario_names[o->scenario],
 	       o->tls ? (o->cert ? "mTLS" : "TLS") : "TCP", o->resume ? " (resumption)" : "",
-	       o->mqtt == 5 ? "5" : "3.1.1", o->threads);
+	       o->mqtt == 5 ? "5" : "3.1.1", o->persistent ? " persistent sessions" : "", o->threads);
 	if (o->scenario == SC_CONN || o->scenario == SC_IDLE)
 		printf(", -n %llu -c %u\n", (unsigned long long)o->n, o->conc);
 	else
@@ -705,10 +711,10 @@ static void write_json(FILE *f, const struct report *r, const char *err)
 	fprintf(f,
 		",\"params\":{\"n\":%llu,\"concurrency\":%u,\"resume\":%s,\"hold\":%g,\"pubs\":%u,\"subs\":%u,"
 		"\"qos\":%d,\"size\":%u,\"duration\":%g,\"warmup\":%g,\"rate\":%g,\"inflight\":%u,\"window\":%u,"
-		"\"pub_window\":%llu,\"batch\":%u,\"mqtt\":%d,\"threads\":%d,\"pid\":%d}",
+		"\"pub_window\":%llu,\"batch\":%u,\"persistent\":%s,\"mqtt\":%d,\"threads\":%d,\"pid\":%d}",
 		(unsigned long long)o->n, o->conc, o->resume ? "true" : "false", o->hold, g.npubs, g.nsubs, o->qos,
 		o->size, o->duration, o->warmup, o->rate, o->inflight, o->window, (unsigned long long)g.pub_window,
-		o->batch, o->mqtt, o->threads, o->pid);
+		o->batch, o->persistent ? "true" : "false", o->mqtt, o->threads, o->pid);
 	fprintf(f, ",\"figures\":{");
 	for (int i = 0; i < r->figs.n; i++) {
 		const struct figure *fg = &r->figs.f[i];

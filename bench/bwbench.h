@@ -66,6 +66,7 @@ struct bench_opts {
 	uint32_t window;       /* messages a publisher may run ahead of its subscriber(s) */
 	uint32_t batch;        /* max PUBLISH packets per write */
 	int mqtt;              /* 4 (3.1.1) or 5 */
+	bool persistent;       /* pub/sub: persistent sessions (clean 0; v5 Session Expiry 1 h) */
 	uint16_t keepalive;
 	const char *json;      /* file, "-" = stdout */
 	uint64_t max_fail;     /* failed connects tolerated before giving up */
@@ -102,7 +103,7 @@ struct mqtt_publish {
 /* Frames one packet at p: bytes consumed (> 0), 0 = need more, -1 = malformed. */
 long mqtt_frame(const uint8_t *p, size_t len, struct mqtt_pkt *pkt);
 /* Encodes CONNECT (clean session, no credentials) into out (>= 64 + strlen(cid) bytes). */
-size_t mqtt_enc_connect(uint8_t *out, int version, const char *cid, uint16_t keepalive);
+size_t mqtt_enc_connect(uint8_t *out, int version, const char *cid, uint16_t keepalive, bool persistent);
 /* Encodes SUBSCRIBE of one filter into out (>= 16 + strlen(filter) bytes). */
 size_t mqtt_enc_subscribe(uint8_t *out, int version, uint16_t pid, const char *filter, int qos);
 /* Encodes a PUBLISH header (fixed header .. properties) for a payload of payload_len bytes;

@@ -204,7 +204,7 @@ static void ld_rel(void *arg, const char *cid, uint16_t pid)
 static void ld_retained(void *arg, struct msg *m)
 {
 	struct restore_ctx *rc = arg;
-	retain_put(rc->b->retained, m);
+	retain_put(rc->b->retained, m, NULL); /* it is in the store already */
 	msg_unref(m);
 	rc->retained++;
 }
@@ -608,6 +608,12 @@ static void on_signal(struct loop_io *io, uint32_t events)
 
 /* ---- main ---- */
 
+/* msg_set_release_hook: a stored message nothing refers to any more loses its row. */
+static void release_stored_msg(void *store, uint64_t store_id)
+{
+	store_msg_del(store, store_id);
+}
+
 static void free_all(struct broker *b)
 {
 	/* Listeners first: they are registered in the worker loops. */
@@ -842,6 +848,7 @@ int broker_main(struct config *cfg, const char *config_path)
 		log_error("store: %s", err);
 		goto out_unlock;
 	}
+	msg_set_release_hook(release_stored_msg, b->store);
 	b->nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (b->nworkers < 1)
 		b->nworkers = 1;
@@ -943,6 +950,8 @@ int broker_main(struct config *cfg, const char *config_path)
 	status = 0;
 	log_info("bulwark stopped");
 out_free:
+	/* Freeing sessions releases messages whose rows must stay for the next start. */
+	msg_set_release_hook(NULL, NULL);
 	free_all(b);
 	bans_close(b->bans);
 	auth_system_free(b->auth);

@@ -27,10 +27,30 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *props, s
 	return m;
 }
 
+static void (*_Atomic release_hook)(void *arg, uint64_t store_id);
+static void *_Atomic release_arg;
+
+void msg_set_release_hook(void (*fn)(void *arg, uint64_t store_id), void *arg)
+{
+	if (fn) {
+		atomic_store_explicit(&release_arg, arg, memory_order_relaxed);
+		atomic_store_explicit(&release_hook, fn, memory_order_release);
+	} else {
+		atomic_store_explicit(&release_hook, NULL, memory_order_release);
+	}
+}
+
 void msg_unref(struct msg *m)
 {
-	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
-		free(m);
+	if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	uint64_t id = atomic_load_explicit(&m->store_id, memory_order_relaxed);
+	if (id) {
+		void (*fn)(void *, uint64_t) = atomic_load_explicit(&release_hook, memory_order_acquire);
+		if (fn)
+			fn(atomic_load_explicit(&release_arg, memory_order_relaxed), id);
+	}
+	free(m);
 }
 
 static uint8_t *put_str(uint8_t *p, uint8_t id, struct mqtt_str s)

@@ -64,6 +64,12 @@ static inline struct msg *msg_ref(struct msg *m)
 
 void msg_unref(struct msg *m);
 
+/* Called by msg_unref (on whichever thread drops the last reference) with the row id of
+ * a stored message nothing refers to any more: no delivery, no retained entry, so its row
+ * can go. The broker sets it to queue the deletion while it runs and clears it (NULL)
+ * before freeing sessions at shutdown, whose stored rows must stay. */
+void msg_set_release_hook(void (*fn)(void *arg, uint64_t store_id), void *arg);
+
 /* True when the message has expired at wall time now_s. expiry_at is whole seconds
  * (publication second + interval), so the interval has surely passed only once the clock
  * is past it: a message never dies early, at most a second late. */

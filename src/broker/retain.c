@@ -6,6 +6,7 @@
 #include "broker/msg.h"
 #include "broker/topic.h"
 #include "core/alloc.h"
+#include "store/store.h"
 
 struct retain_store {
 	pthread_mutex_t lock;
@@ -34,26 +35,33 @@ void retain_free(struct retain_store *rs)
 	free(rs);
 }
 
-bool retain_put(struct retain_store *rs, struct msg *m)
+bool retain_put(struct retain_store *rs, struct msg *m, struct store *st)
 {
 	bool changed = false;
+	struct msg *old = NULL;
 	pthread_mutex_lock(&rs->lock);
 	if (m->payload_len == 0) {
 		void **slot = topic_tree_slot(rs->tree, msg_topic(m), m->topic_len, false);
 		if (slot && *slot) {
-			msg_unref(*slot);
+			old = *slot;
 			*slot = NULL;
 			topic_tree_prune(rs->tree, msg_topic(m), m->topic_len);
 			changed = true;
+			if (st)
+				store_retain_del(st, msg_topic(m), m->topic_len);
 		}
 	} else {
 		void **slot = topic_tree_slot(rs->tree, msg_topic(m), m->topic_len, true);
-		if (*slot)
-			msg_unref(*slot);
+		old = *slot;
 		*slot = msg_ref(m);
 		changed = true;
+		if (st)
+			store_retain_put(st, m);
 	}
 	pthread_mutex_unlock(&rs->lock);
+	/* After the store write that stops referring to it: releasing the last reference
+	 * queues the deletion of its stored row (msg_set_release_hook). */
+	msg_unref(old);
 	return changed;
 }
 

@@ -193,13 +193,19 @@ static void set_shared_online(struct session *s, bool online)
 
 /* ---- persistence of the whole session ---- */
 
-static void persist_dlv(struct session *s, const struct dlv *d)
+/* fresh: d is new (enqueue), so no row of it exists yet. */
+static void persist_dlv_as(struct session *s, const struct dlv *d, bool fresh)
 {
 	struct store *so = st(s);
 	if (!so)
 		return;
 	uint64_t mid = d->msg ? store_msg_ref(so, d->msg) : 0;
-	store_dlv_put(so, s->client_id, d->seq, mid, d->qos, d->flags, d->sub_id, d->pid);
+	store_dlv_put(so, s->client_id, d->seq, mid, d->qos, d->flags, d->sub_id, d->pid, fresh);
+}
+
+static void persist_dlv(struct session *s, const struct dlv *d)
+{
+	persist_dlv_as(s, d, false);
 }
 
 static void unpersist_dlv(struct session *s, const struct dlv *d)
@@ -337,7 +343,7 @@ static void enqueue(struct session *s, const struct dlv *d)
 		q_grow(s);
 	*q_at(s, s->q_len) = *d;
 	s->q_len++;
-	persist_dlv(s, d);
+	persist_dlv_as(s, d, true);
 }
 
 static bool pid_in_use(const struct session *s, uint16_t pid)

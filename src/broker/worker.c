@@ -116,14 +116,8 @@ size_t broker_publish(struct worker *w, struct msg *m, struct client *from)
 	(void)from;
 	struct broker *b = w->b;
 	const struct cfg_mqtt *mq = &b->cfg->mqtt;
-	if (m->retain && mq->retain_available) {
-		if (retain_put(b->retained, m) && b->store) {
-			if (m->payload_len)
-				store_retain_put(b->store, m);
-			else
-				store_retain_del(b->store, msg_topic(m), m->topic_len);
-		}
-	}
+	if (m->retain && mq->retain_available)
+		retain_put(b->retained, m, b->store);
 	struct route_hits local = { 0 };
 	struct route_hits *hits = tl_depth < HIT_DEPTH ? &tl_hits[tl_depth] : &local;
 	tl_depth++;

@@ -79,6 +79,7 @@ static const char *const stmt_sql[ST__COUNT] = {
 	 * so an existing row with this id is this very message. */
 	[ST_MSG_PUT] = "INSERT OR IGNORE INTO messages(id, topic, props, payload, qos, retain, expiry_at)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_MSG_DEL] = "DELETE FROM messages WHERE id = ?1",
 	[ST_DLV_PUT] = "INSERT OR REPLACE INTO dlvs(client_id, seq, msg_id, qos, flags, sub_id, packet_id)"
 		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_DLV_DEL] = "DELETE FROM dlvs WHERE client_id = ?1 AND seq = ?2",
@@ -299,6 +300,7 @@ static void store_free(struct store *s)
 	pthread_cond_destroy(&s->done_cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s->fail_upto);
+	free(s->dlv_slots);
 	free(s->path);
 	free(s);
 }

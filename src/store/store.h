@@ -15,8 +15,14 @@
  * setting guarantees: docs/DURABILITY.md.
  *
  * Messages are stored once (table of messages keyed by msg->store_id) and referenced
- * by deliveries; store_msg_ref() assigns the id on first use. Messages no delivery
- * or retained entry refers to are deleted at open (garbage collection).
+ * by deliveries; store_msg_ref() assigns the id on first use. The broker deletes a
+ * message's row (store_msg_del) once its last in-memory reference is gone; anything a
+ * crash or a dropped batch leaves behind is deleted at open (garbage collection).
+ *
+ * Within a batch the store thread writes only what the batch's end state needs: of the
+ * operations on one delivery only the last is applied, none when the delivery was created
+ * and deleted in the batch (a message acknowledged before its write came up), and a
+ * message insert is skipped when nothing but the queued insert still refers to it.
  */
 #ifndef BW_STORE_H
 #define BW_STORE_H
@@ -65,10 +71,14 @@ void store_sub_del(struct store *s, const char *client_id, const char *filter);
 /* Ensure the message is stored; assigns and returns msg->store_id (atomically, so
  * concurrent callers on different threads store it once). */
 uint64_t store_msg_ref(struct store *s, struct msg *m);
+/* Delete the stored message msg_id: nothing refers to it any more (see msg_set_release_hook). */
+void store_msg_del(struct store *s, uint64_t msg_id);
 /* A delivery owed to a session: queued or in flight. seq orders deliveries within the
- * session and identifies the record. flags are the broker's delivery flags (opaque here). */
+ * session and identifies the record. flags are the broker's delivery flags (opaque here).
+ * fresh: no record with this (client_id, seq) exists (a new delivery's first write), so a
+ * delete later in the same batch cancels both. */
 void store_dlv_put(struct store *s, const char *client_id, uint32_t seq, uint64_t msg_id, uint8_t qos, uint8_t flags,
-		   uint32_t sub_id, uint16_t packet_id);
+		   uint32_t sub_id, uint16_t packet_id, bool fresh);
 void store_dlv_del(struct store *s, const char *client_id, uint32_t seq);
 /* Inbound QoS 2 packet id received (PUBREC sent) and released (PUBREL received). */
 void store_rel_put(struct store *s, const char *client_id, uint16_t packet_id);

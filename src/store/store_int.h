@@ -33,6 +33,7 @@ enum store_stmt {
 	ST_SUB_PUT,
 	ST_SUB_DEL,
 	ST_MSG_PUT,
+	ST_MSG_DEL,
 	ST_DLV_PUT,
 	ST_DLV_DEL,
 	ST_REL_PUT,
@@ -58,6 +59,7 @@ enum store_op_kind {
 	OP_RETAIN_PUT,  /* retained row for m's topic; inserts m first when insert_msg */
 	OP_RETAIN_DEL,
 	OP_NOTIFY,      /* no write: call fn(arg) once the batch holding it is finished */
+	OP_MSG_DEL,     /* delete message row msg_id */
 };
 
 /* One queued write: a single allocation holding copies of the string arguments
@@ -67,6 +69,8 @@ struct store_op {
 	uint8_t kind;         /* enum store_op_kind */
 	uint8_t u8a, u8b;     /* proto_version | options | qos, flags */
 	bool insert_msg;      /* OP_RETAIN_PUT: the message row is new */
+	bool fresh;           /* OP_DLV_PUT: no row with this key existed */
+	bool skip;            /* superseded within its batch: not applied */
 	uint16_t packet_id;
 	uint32_t u32a, u32b;  /* expiry_interval | seq ; sub_id */
 	int64_t i64;          /* disconnected_at */
@@ -108,6 +112,9 @@ struct store {
 	uint64_t dropped_unlogged;   /* of those, dropped since the last error line */
 	uint64_t *fail_upto;         /* per producer: tseq of its last dropped write (0: none) */
 	size_t n_fail_upto;
+	uint64_t applied, skipped;   /* write operations applied / skipped by compaction */
+	struct dlv_slot *dlv_slots;  /* batch compaction's table (store_queue.c) */
+	size_t n_dlv_slots;
 };
 
 /* Write errors are logged at most once per this interval (then with a count). */

@@ -30,6 +30,7 @@
 #include "broker/msg.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "store/store.h"
 #include "store/store_int.h"
@@ -160,15 +161,23 @@ uint64_t store_msg_ref(struct store *s, struct msg *m)
 }
 
 void store_dlv_put(struct store *s, const char *client_id, uint32_t seq, uint64_t msg_id, uint8_t qos, uint8_t flags,
-		   uint32_t sub_id, uint16_t packet_id)
+		   uint32_t sub_id, uint16_t packet_id, bool fresh)
 {
 	struct store_op *op = op_new(OP_DLV_PUT, client_id, NULL, 0);
+	op->fresh = fresh;
 	op->u32a = seq;
 	op->msg_id = msg_id;
 	op->u8a = qos;
 	op->u8b = flags;
 	op->u32b = sub_id;
 	op->packet_id = packet_id;
+	enqueue(s, op);
+}
+
+void store_msg_del(struct store *s, uint64_t msg_id)
+{
+	struct store_op *op = op_new(OP_MSG_DEL, NULL, NULL, 0);
+	op->msg_id = msg_id;
 	enqueue(s, op);
 }
 
@@ -277,6 +286,10 @@ static int apply(struct store *s, const struct store_op *op)
 		return step(st);
 	case OP_MSG_PUT:
 		return put_msg(s, op->msg_id, op->m);
+	case OP_MSG_DEL:
+		st = s->st[ST_MSG_DEL];
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)op->msg_id);
+		return step(st);
 	case OP_DLV_PUT:
 		st = s->st[ST_DLV_PUT];
 		sqlite3_bind_text(st, 1, op->str, -1, SQLITE_STATIC);
@@ -324,6 +337,7 @@ static const char *op_name(uint8_t kind)
 		[OP_DLV_DEL] = "delivery delete", [OP_REL_PUT] = "rel put",
 		[OP_REL_DEL] = "rel delete", [OP_RETAIN_PUT] = "retained put",
 		[OP_RETAIN_DEL] = "retained delete", [OP_NOTIFY] = "notify",
+		[OP_MSG_DEL] = "message delete",
 	};
 	return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
 }
@@ -361,6 +375,9 @@ static bool run_txn(struct store *s, struct store_op *first, struct store_op *en
 	const char *what = "begin";
 	int rc = step(s->st[ST_BEGIN]);
 	for (struct store_op *op = first; rc == SQLITE_OK && op != end; op = op->next) {
+		if (op->skip)
+			continue;
+		s->applied++;
 		rc = apply(s, op);
 		if (rc != SQLITE_OK)
 			what = op_name(op->kind);
@@ -404,21 +421,89 @@ static void notify(struct store *s, const struct store_op *op)
 	op->fn(op->arg, durable);
 }
 
+/* ---- batch compaction ----
+ *
+ * Only the end state of a batch matters (BATCH, NEVER: it is one transaction; ALWAYS: a
+ * notification between two writes on one delivery row vouches for a state the later
+ * write, already queued, supersedes). So of the operations on one delivery row only the
+ * last is applied — each of them sets or deletes the whole row, and a session delete only
+ * deletes — and none when the first was the row's creation and the last its deletion: a
+ * QoS 1/2 message acknowledged before its writes came up costs no SQL. A message insert
+ * is skipped when the queued insert holds the only reference left (every delivery and the
+ * retained entry released it, and each queued the write that stops referring to it first);
+ * its id is cleared, so releasing it queues no delete either. */
+
+struct dlv_slot {
+	struct store_op *first, *last;
+};
+
+static bool is_dlv_op(const struct store_op *op)
+{
+	return op->kind == OP_DLV_PUT || op->kind == OP_DLV_DEL;
+}
+
+static uint64_t dlv_key_hash(const struct store_op *op)
+{
+	return hash_bytes(op->str, strlen(op->str)) ^ ((uint64_t)op->u32a * 0x9e3779b97f4a7c15ull);
+}
+
+static void compact_batch(struct store *s, struct store_op *batch)
+{
+	size_t n = 0;
+	for (struct store_op *op = batch; op; op = op->next) {
+		if (op->kind == OP_MSG_PUT && atomic_load_explicit(&op->m->refs, memory_order_acquire) == 1) {
+			op->skip = true;
+			atomic_store_explicit(&op->m->store_id, 0, memory_order_relaxed);
+		}
+		n += is_dlv_op(op);
+	}
+	if (n < 2)
+		return;
+	size_t cap = 16;
+	while (cap < 2 * n)
+		cap *= 2;
+	if (cap > s->n_dlv_slots) {
+		free(s->dlv_slots);
+		s->dlv_slots = xmalloc(cap * sizeof *s->dlv_slots);
+		s->n_dlv_slots = cap;
+	}
+	struct dlv_slot *t = s->dlv_slots;
+	memset(t, 0, cap * sizeof *t);
+	for (struct store_op *op = batch; op; op = op->next) {
+		if (!is_dlv_op(op))
+			continue;
+		size_t i = dlv_key_hash(op) & (cap - 1);
+		while (t[i].first && (t[i].first->u32a != op->u32a || strcmp(t[i].first->str, op->str) != 0))
+			i = (i + 1) & (cap - 1);
+		if (t[i].first)
+			t[i].last->skip = true; /* superseded by op */
+		else
+			t[i].first = op;
+		t[i].last = op;
+	}
+	for (size_t i = 0; i < cap; i++)
+		if (t[i].first && t[i].first->kind == OP_DLV_PUT && t[i].first->fresh && t[i].last->kind == OP_DLV_DEL)
+			t[i].last->skip = true; /* created and deleted within the batch */
+}
+
 static void run_batch(struct store *s, struct store_op *batch)
 {
+	compact_batch(s, batch);
+	for (struct store_op *op = batch; op; op = op->next)
+		s->skipped += op->skip;
 	if (s->fsync == CFG_FSYNC_ALWAYS) {
 		/* Each notification as soon as everything before it is committed. */
 		for (struct store_op *op = batch; op; op = op->next) {
 			if (op->kind == OP_NOTIFY)
 				notify(s, op);
-			else if (!run_txn(s, op, op->next, 1))
+			else if (!op->skip && !run_txn(s, op, op->next, 1))
 				mark_dropped(s, op);
 		}
 		return;
 	}
 	size_t n = 0;
 	for (struct store_op *op = batch; op; op = op->next)
-		n += op->kind != OP_NOTIFY;
+		n += op->kind != OP_NOTIFY && !op->skip;
 	bool ok = n == 0 || run_txn(s, batch, NULL, n);
 	/* In queue order: a notification sees the drops of the writes queued before it only. */
 	for (struct store_op *op = batch; op; op = op->next) {

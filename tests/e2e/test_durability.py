@@ -208,30 +208,32 @@ def test_acked_retained_messages_survive_kill9(start_broker, raw_client, fsync):
 def test_pipelining_publisher_is_held_back_not_buffered_while_the_store_syncs(start_broker, raw_client):
     """A v3 publisher that pipelines QoS 1 messages faster than fsync = always can make them
     durable is not read further once 1024 acknowledgements wait (TCP back-pressure): the broker
-    does not buffer an unbounded backlog in memory, keeps the connection, and still acknowledges
-    every message it read, in order."""
+    does not take in an unbounded backlog, keeps the connection, and goes on acknowledging."""
     b = start_broker("node.workers = 1\ndurable_storage { fsync = always }\nmqtt.max_mqueue_len = 100000\n")
     persistent_subscriber(raw_client, b, "bp-sub", "bp/t")
     pub = PipelinedPublisher(b.tcp_port, "bp-pub")
-    base = b.rss_kb()
-    payload = b"x" * 16384
-    sent = 0
+    size = len(m.publish("bp/t", b"x" * 16384, qos=1, packet_id=1))
+    sent_bytes = 0
     pending = b""
+    seq = 0
+    worst = 0
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         if not pending:
-            pending = b"".join(m.publish("bp/t", payload, qos=1, packet_id=(sent + i) % 65535 + 1)
+            pending = b"".join(m.publish("bp/t", b"x" * 16384, qos=1, packet_id=(seq + i) % 65535 + 1)
                                for i in range(16))
-            sent += 16
+            seq += 16
         try:
             n = pub.sock.send(pending, socket.MSG_DONTWAIT)  # the reader thread shares the socket
             pending = pending[n:]
+            sent_bytes += n
         except BlockingIOError:
             select.select([], [pub.sock], [], 0.05)
-    grown_mb = (b.rss_kb() - base) / 1024
-    # Unbounded, the broker reads everything the client writes in 4 s (gigabytes); held back it
-    # keeps at most ~1024 messages of 16 KB (plus the subscriber queue's share in the store).
-    assert grown_mb < 120, f"broker grew {grown_mb:.0f} MB while {sent} messages were pipelined"
+        worst = max(worst, sent_bytes // size - pub.n_acked())
+    # Messages the client got rid of but has no ack for: at most the 1024 the broker holds plus
+    # what the loopback socket buffers take (a few MB, < 1000 messages of 16 KB). Without the
+    # back-pressure the broker reads all it is sent while acks trickle out at the disk's pace.
+    assert worst < 2024, f"{worst} messages taken from the publisher without an acknowledgement"
     deadline = time.monotonic() + 30  # fsync = always on a busy disk: acks come slowly
     while pub.n_acked() == 0 and not pub.closed.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)

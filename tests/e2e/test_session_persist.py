@@ -527,3 +527,52 @@ def test_queued_message_expiry_applies_while_offline(broker, raw_client):
         f"the remaining expiry must count the time spent in the queue: {got[0]!r}"
     assert "message_expiry_interval" not in got[1].props
     sub.expect_nothing(0.3)
+
+
+# ---- the store does not grow with traffic --------------------------------------------------------
+
+def stored_messages(b):
+    import sqlite3
+    db = sqlite3.connect(f"file:{b.path('data/bulwark.db')}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("fsync", ["batch", "always"])
+def test_stored_messages_are_deleted_once_delivered_or_replaced(start_broker, raw_client, fsync):
+    """Messages stored for persistent sessions leave the database once every session acked
+    them, and a replaced retained message leaves with its replacement: a long-running broker's
+    data file does not grow with the traffic it has carried. What is still owed survives a
+    restart."""
+    b = start_broker(f"durable_storage {{ fsync = {fsync} }}\n")
+    sub = session_connect(raw_client, b, "store-sub", 5)
+    sub.subscribe("st/#", qos=1)
+    pub = publisher(raw_client, b)
+    n = 400 if fsync == "batch" else 60
+    for i in range(n):
+        pub.publish("st/live", b"%d" % i, qos=1)
+    assert payloads(sub.recv_publishes(n)) == [b"%d" % i for i in range(n)]  # acked by the client
+    leave(b, sub, "store-sub")
+    for i in range(20):
+        pub.publish("st/queued", b"q%d" % i, qos=1)
+    for i in range(30):
+        pub.publish("rt/retained", b"r%d" % i, qos=1, retain=True)
+    # 20 queued for the offline session + the last retained message
+    deadline = time.monotonic() + 15
+    while stored_messages(b) != 21:
+        assert time.monotonic() < deadline, f"{stored_messages(b)} messages stored, expected 21"
+        time.sleep(0.1)
+    b.restart()
+    sub = session_connect(raw_client, b, "store-sub", 5)
+    assert sub.connack.session_present is True
+    assert payloads(sub.recv_publishes(20)) == [b"q%d" % i for i in range(20)]
+    other = raw_client(b, version=5)
+    other.connect("store-other")
+    other.subscribe("rt/#", qos=1)
+    assert payloads(other.recv_publishes(1)) == [b"r29"]
+    deadline = time.monotonic() + 15
+    while stored_messages(b) != 1:  # the retained one
+        assert time.monotonic() < deadline, f"{stored_messages(b)} messages stored after the drain, expected 1"
+        time.sleep(0.1)

@@ -368,22 +368,24 @@ TEST(roundtrip)
 	CHECK_EQ_INT(atomic_load(&m1->store_id), id1);
 	uint64_t id2 = store_msg_ref(s, m2), id3 = store_msg_ref(s, m3);
 	CHECK(id2 != id1 && id3 != id1 && id3 != id2);
-	store_dlv_put(s, "alice", 5, id1, 1, 3, 7, 10);
-	store_dlv_put(s, "alice", 2, id2, 2, 0, 0, 0);
-	store_dlv_put(s, "alice", 9, id1, 1, 1, 7, 0);
-	store_dlv_put(s, "alice", 0xffffffffu, id3, 1, 0xff, 0xfffffff, 0xffff);
-	store_dlv_put(s, "bob", 1, id1, 0, 0, 268435455, 0);
-	store_dlv_put(s, "bob", 2, 0, 2, 4, 0, 77); /* PUBREL stage: no message */
+	store_dlv_put(s, "alice", 5, id1, 1, 3, 7, 10, false);
+	store_dlv_put(s, "alice", 2, id2, 2, 0, 0, 0, false);
+	store_dlv_put(s, "alice", 9, id1, 1, 1, 7, 0, false);
+	store_dlv_put(s, "alice", 0xffffffffu, id3, 1, 0xff, 0xfffffff, 0xffff, false);
+	store_dlv_put(s, "bob", 1, id1, 0, 0, 268435455, 0, false);
+	store_dlv_put(s, "bob", 2, 0, 2, 4, 0, 77, false); /* PUBREL stage: no message */
 	store_retain_put(s, r1);
 	store_retain_put(s, r2);
 	store_retain_put(s, r3);
 	uint64_t id_r3 = store_msg_ref(s, r3); /* already stored by retain_put */
 	CHECK_EQ_INT(id_r3, atomic_load(&r3->store_id));
-	store_dlv_put(s, "bob", 3, id_r3, 2, 0, 0, 5);
+	store_dlv_put(s, "bob", 3, id_r3, 2, 0, 0, 5, false);
 	store_rel_put(s, "alice", 1);
 	store_rel_put(s, "alice", 65535);
 	store_rel_put(s, "bob", 42);
-	/* The store holds its own references: drop ours now. */
+	/* Like sessions, keep the messages referenced until their writes are done (the store
+	 * skips the insert of a message nothing else refers to). */
+	store_sync(s);
 	msg_unref(m1);
 	msg_unref(m2);
 	msg_unref(m3);
@@ -487,8 +489,8 @@ TEST(updates)
 	store_session_put(s, "c", 20, 4, 99);
 	store_sub_put(s, "c", "f/#", 1, 1);
 	store_sub_put(s, "c", "f/#", 2, 9);
-	store_dlv_put(s, "c", 1, store_msg_ref(s, a), 1, 0, 0, 0);
-	store_dlv_put(s, "c", 1, store_msg_ref(s, b), 2, 6, 5, 300); /* same seq: replaces */
+	store_dlv_put(s, "c", 1, store_msg_ref(s, a), 1, 0, 0, 0, false);
+	store_dlv_put(s, "c", 1, store_msg_ref(s, b), 2, 6, 5, 300, false); /* same seq: replaces */
 	store_rel_put(s, "c", 7);
 	store_rel_put(s, "c", 7);
 	store_retain_put(s, ra);
@@ -548,7 +550,7 @@ TEST(deletes)
 		store_sub_put(s, cids[i], "a", 1, 0);
 		store_sub_put(s, cids[i], "b", 1, 0);
 		for (uint32_t q = 1; q <= 5; q++)
-			store_dlv_put(s, cids[i], q, id, 1, 0, 0, (uint16_t)q);
+			store_dlv_put(s, cids[i], q, id, 1, 0, 0, (uint16_t)q, false);
 		store_rel_put(s, cids[i], 1);
 		store_rel_put(s, cids[i], 2);
 	}
@@ -561,10 +563,10 @@ TEST(deletes)
 	store_rel_del(s, "stays", 2);
 	store_retain_del(s, "drop", 4);
 	store_retain_del(s, "never", 5);
+	store_sync(s);
 	msg_unref(m);
 	msg_unref(ret1);
 	msg_unref(ret2);
-	store_sync(s);
 	CHECK_EQ_INT(q1(t.db, "SELECT count(*) FROM subs WHERE client_id = 'gone'"), 0);
 	CHECK_EQ_INT(q1(t.db, "SELECT count(*) FROM dlvs WHERE client_id = 'gone'"), 0);
 	CHECK_EQ_INT(q1(t.db, "SELECT count(*) FROM rels WHERE client_id = 'gone'"), 0);
@@ -608,15 +610,15 @@ TEST(gc)
 	store_session_put(s, "a", 100, 5, 0);
 	store_session_put(s, "b", 100, 5, 0);
 	store_msg_ref(s, unref);
-	store_dlv_put(s, "a", 1, store_msg_ref(s, dlv_deleted), 1, 0, 0, 0);
+	store_dlv_put(s, "a", 1, store_msg_ref(s, dlv_deleted), 1, 0, 0, 0, false);
 	store_dlv_del(s, "a", 1);
 	store_retain_put(s, retained);
 	store_retain_put(s, ret_deleted);
 	store_retain_del(s, "gc/retained-deleted", strlen("gc/retained-deleted"));
-	store_dlv_put(s, "b", 1, store_msg_ref(s, session_deleted), 1, 0, 0, 0);
+	store_dlv_put(s, "b", 1, store_msg_ref(s, session_deleted), 1, 0, 0, 0, false);
 	store_session_del(s, "b");
 	uint64_t live_id = store_msg_ref(s, live);
-	store_dlv_put(s, "a", 2, live_id, 1, 0, 0, 0);
+	store_dlv_put(s, "a", 2, live_id, 1, 0, 0, 0, false);
 	store_sync(s);
 	CHECK_EQ_INT(q1(t.db, "SELECT count(*) FROM messages"), 6); /* no deletes while running */
 	store_close(s);
@@ -672,8 +674,8 @@ static void *cw_main(void *p)
 		else
 			a->ids[k] = id;
 		/* the final state depends on the order: put, replace, maybe delete */
-		store_dlv_put(a->s, cid, i, id, 1, 1, 0, 0);
-		store_dlv_put(a->s, cid, i, id, 1, 2, i, (uint16_t)(i & 0xffff));
+		store_dlv_put(a->s, cid, i, id, 1, 1, 0, 0, false);
+		store_dlv_put(a->s, cid, i, id, 1, 2, i, (uint16_t)(i & 0xffff), false);
 		a->ops += 2;
 		if (i % 4 == 0) {
 			store_dlv_del(a->s, cid, i);
@@ -825,7 +827,7 @@ TEST(sync_semantics)
 
 	/* store_close drains what was queued without a sync */
 	for (int i = 0; i < 5000; i++)
-		store_dlv_put(s, "drain", (uint32_t)i, 0, 2, 0, 0, (uint16_t)i);
+		store_dlv_put(s, "drain", (uint32_t)i, 0, 2, 0, 0, (uint16_t)i, false);
 	store_session_put(s, "drain", 1, 5, 0);
 	store_close(s);
 	CHECK_EQ_INT(q1(t.db, "SELECT count(*) FROM dlvs WHERE client_id = 'drain'"), 5000);
@@ -856,15 +858,17 @@ static void make_valid_db(const char *dir)
 	for (size_t i = 0; i < sizeof payload; i++)
 		payload[i] = (uint8_t)i;
 	store_session_put(s, "c", 100, 5, 0);
+	struct msg *ms[600];
 	for (uint32_t i = 0; i < 600; i++) {
 		char topic[32];
 		snprintf(topic, sizeof topic, "t/%u", i);
-		struct msg *m = mk(topic, NULL, 0, payload, sizeof payload, 1, false, 0);
-		store_dlv_put(s, "c", i, store_msg_ref(s, m), 1, 0, 0, 0);
+		ms[i] = mk(topic, NULL, 0, payload, sizeof payload, 1, false, 0);
+		store_dlv_put(s, "c", i, store_msg_ref(s, ms[i]), 1, 0, 0, 0, false);
 		store_sub_put(s, "c", topic, 1, i);
-		msg_unref(m);
 	}
-	store_close(s);
+	store_close(s); /* the deliveries still hold their messages */
+	for (uint32_t i = 0; i < 600; i++)
+		msg_unref(ms[i]);
 }
 
 struct notify_rec {
@@ -1237,7 +1241,7 @@ TEST(fsync_modes)
 		store_session_put(s, "fs", 5, 5, 0);
 		store_sub_put(s, "fs", "fs/#", 2, 1);
 		for (uint32_t i = 0; i < 300; i++)
-			store_dlv_put(s, "fs", i, store_msg_ref(s, m), 2, 0, 1, (uint16_t)(i + 1));
+			store_dlv_put(s, "fs", i, store_msg_ref(s, m), 2, 0, 1, (uint16_t)(i + 1), false);
 		for (uint32_t i = 0; i < 300; i += 2)
 			store_dlv_del(s, "fs", i);
 		store_rel_put(s, "fs", 9);
@@ -1291,8 +1295,8 @@ TEST(write_errors)
 	CHECK(sqlite3_exec(s->db, "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL) == SQLITE_OK);
 	s->failed_ms -= STORE_RECOVERED_AFTER_MS; /* space came back a while ago */
 	/* The broker still refers to m1 by its id; that insert was dropped. */
-	store_dlv_put(s, "w", 3, id1, 1, 0, 0, 0);
-	store_dlv_put(s, "w", 4, store_msg_ref(s, m3), 1, 0, 0, 0);
+	store_dlv_put(s, "w", 3, id1, 1, 0, 0, 0, false);
+	store_dlv_put(s, "w", 4, store_msg_ref(s, m3), 1, 0, 0, 0, false);
 	store_sync(s);
 	capture_end(saved);
 	CHECK_EQ_INT(count_in_file(logpath, " error: "), 1); /* logged once per kind */
@@ -1486,7 +1490,7 @@ TEST(expired_retained)
 	store_retain_put(s, old);
 	store_retain_put(s, fresh);
 	store_session_put(s, "e", 100, 5, 0);
-	store_dlv_put(s, "e", 1, store_msg_ref(s, qd), 1, 0, 0, 0);
+	store_dlv_put(s, "e", 1, store_msg_ref(s, qd), 1, 0, 0, 0, false);
 	struct rec r;
 	s = reopen_load(s, t.data, CFG_FSYNC_BATCH, &r);
 	CHECK(s != NULL);
@@ -1523,7 +1527,7 @@ TEST(throughput)
 	store_sync(s);
 	uint64_t t0 = clock_mono_ns();
 	for (uint32_t i = 0; i < pairs; i++) {
-		store_dlv_put(s, "tp", i, id, 1, 0, 0, (uint16_t)(i + 1));
+		store_dlv_put(s, "tp", i, id, 1, 0, 0, (uint16_t)(i + 1), false);
 		store_dlv_del(s, "tp", i);
 	}
 	uint64_t t1 = clock_mono_ns();
@@ -1538,6 +1542,124 @@ TEST(throughput)
 	store_close(s);
 out:
 	tmp_remove(&t);
+}
+
+/* A notification that holds the store thread until released: everything queued meanwhile
+ * lands in one batch. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool entered, open;
+};
+
+static void gate_cb(void *arg, bool durable)
+{
+	(void)durable;
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = true;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_close(struct store *s, struct gate *g)
+{
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->entered = g->open = false;
+	store_notify(s, store_thread_ops(), gate_cb, g);
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static int64_t dlv_flags(const char *db, const char *cid, uint32_t seq)
+{
+	char sql[160];
+	snprintf(sql, sizeof sql, "SELECT flags FROM dlvs WHERE client_id = '%s' AND seq = %u", cid, seq);
+	return q1(db, sql);
+}
+
+/* Writes whose effect a later write of the same batch undoes or replaces are not applied,
+ * and the batch's end state is what applying everything would give. */
+static void compaction_in_mode(struct tmp *t, struct store *s, enum cfg_fsync mode)
+{
+	(void)mode;
+	store_session_put(s, "c", 100, 5, 0);
+	struct msg *kept = mk("k", NULL, 0, "kept", 4, 1, false, 0);
+	uint64_t kid = store_msg_ref(s, kept);
+	store_dlv_put(s, "c", 1, kid, 1, 0, 0, 0, true); /* a row from an earlier batch */
+	store_sync(s);
+	uint64_t applied0 = s->applied, skipped0 = s->skipped;
+
+	struct gate g;
+	gate_close(s, &g);
+	/* seq 2: created, updated and deleted within the batch: nothing to write */
+	struct msg *acked = mk("a", NULL, 0, "acked", 5, 1, false, 0);
+	uint64_t aid = store_msg_ref(s, acked);
+	store_dlv_put(s, "c", 2, aid, 1, 0, 0, 0, true);
+	store_dlv_put(s, "c", 2, aid, 1, 1, 0, 7, false);
+	store_dlv_del(s, "c", 2);
+	msg_unref(acked); /* the queued insert holds the last reference: skipped too */
+	/* seq 1 existed before: updated then deleted: the delete alone */
+	store_dlv_put(s, "c", 1, kid, 1, 1, 0, 9, false);
+	store_dlv_del(s, "c", 1);
+	/* seq 3: created then updated twice: the last version alone */
+	store_dlv_put(s, "c", 3, kid, 1, 0, 0, 0, true);
+	store_dlv_put(s, "c", 3, kid, 1, 1, 0, 11, false);
+	store_dlv_put(s, "c", 3, kid, 1, 3, 0, 11, false);
+	/* seq 4 of another client with the same seq as nothing else: applied */
+	store_session_put(s, "d", 100, 5, 0);
+	store_dlv_put(s, "d", 3, kid, 1, 5, 0, 0, true);
+	/* seq 5: created, then the whole session deleted, then created again */
+	store_session_put(s, "e", 100, 5, 0);
+	store_dlv_put(s, "e", 5, kid, 1, 0, 0, 0, true);
+	store_session_del(s, "e");
+	store_session_put(s, "e", 100, 5, 0);
+	store_dlv_put(s, "e", 5, kid, 1, 2, 0, 0, true);
+	gate_open(&g);
+	store_sync(s);
+
+	CHECK_EQ_INT(q1(t->db, "SELECT count(*) FROM dlvs WHERE client_id = 'c' AND seq IN (1, 2)"), 0);
+	CHECK_EQ_INT(dlv_flags(t->db, "c", 3), 3);
+	CHECK_EQ_INT(dlv_flags(t->db, "d", 3), 5);
+	CHECK_EQ_INT(dlv_flags(t->db, "e", 5), 2);
+	char sql[96];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE id = %llu", (unsigned long long)aid);
+	CHECK_EQ_INT(q1(t->db, sql), 0);
+	/* skipped: seq 2 x3 + its message, seq 1's put, seq 3's first two puts, e/5's first put */
+	CHECK_EQ_INT(s->skipped - skipped0, 8);
+	/* applied: the delete of seq 1, seq 3's last put, d/3, e: session put, session delete, put, dlv put */
+	CHECK_EQ_INT(s->applied - applied0, 8);
+
+	/* A message row goes when the last reference to it does: store_msg_del. */
+	store_dlv_del(s, "c", 3);
+	store_dlv_del(s, "d", 3);
+	store_dlv_del(s, "e", 5);
+	store_msg_del(s, kid);
+	store_sync(s);
+	CHECK_EQ_INT(q1(t->db, "SELECT count(*) FROM messages"), 0);
+	CHECK_EQ_INT(q1(t->db, "SELECT count(*) FROM dlvs"), 0);
+	msg_unref(kept);
+	pthread_cond_destroy(&g.cv);
+	pthread_mutex_destroy(&g.mu);
+	store_close(s);
+}
+
+TEST(compaction)
+{
+	each_fsync_mode(compaction_in_mode);
 }
 
 int main(void)
@@ -1557,5 +1679,6 @@ int main(void)
 	RUN(notify_after_write_errors);
 	RUN(expired_retained);
 	RUN(throughput);
+	RUN(compaction);
 	return unit_summary();
 }
