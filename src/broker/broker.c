@@ -204,7 +204,7 @@ static void ld_rel(void *arg, const char *cid, uint16_t pid)
 static void ld_retained(void *arg, struct msg *m)
 {
 	struct restore_ctx *rc = arg;
-	retain_put(rc->b->retained, m, NULL); /* it is in the store already */
+	retain_put(rc->b->retained, m);
 	msg_unref(m);
 	rc->retained++;
 }
@@ -875,6 +875,7 @@ int broker_main(struct config *cfg, const char *config_path)
 		free(loops);
 		goto out_free;
 	}
+	retain_persist_to(b->retained, b->store); /* what restore put there is stored already */
 	if (!start_revocation(b, mc.loop, err, sizeof err)) {
 		log_error("%s", err);
 		free(loops);

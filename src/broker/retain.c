@@ -11,6 +11,7 @@
 struct retain_store {
 	pthread_mutex_t lock;
 	struct topic_tree *tree; /* topic name -> struct msg * */
+	struct store *store;     /* changes are persisted here, NULL = not */
 };
 
 static void unref_value(void *v)
@@ -35,8 +36,14 @@ void retain_free(struct retain_store *rs)
 	free(rs);
 }
 
-bool retain_put(struct retain_store *rs, struct msg *m, struct store *st)
+void retain_persist_to(struct retain_store *rs, struct store *st)
 {
+	rs->store = st;
+}
+
+bool retain_put(struct retain_store *rs, struct msg *m)
+{
+	struct store *st = rs->store;
 	bool changed = false;
 	struct msg *old = NULL;
 	pthread_mutex_lock(&rs->lock);
@@ -107,6 +114,8 @@ size_t retain_match(struct retain_store *rs, const char *filter, size_t flen, in
 		if (slot && *slot == m) {
 			*slot = NULL;
 			topic_tree_prune(rs->tree, msg_topic(m), m->topic_len);
+			if (rs->store)
+				store_retain_del(rs->store, msg_topic(m), m->topic_len);
 			msg_unref(m);
 		}
 	}

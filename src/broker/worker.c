@@ -117,7 +117,7 @@ size_t broker_publish(struct worker *w, struct msg *m, struct client *from)
 	struct broker *b = w->b;
 	const struct cfg_mqtt *mq = &b->cfg->mqtt;
 	if (m->retain && mq->retain_available)
-		retain_put(b->retained, m, b->store);
+		retain_put(b->retained, m);
 	struct route_hits local = { 0 };
 	struct route_hits *hits = tl_depth < HIT_DEPTH ? &tl_hits[tl_depth] : &local;
 	tl_depth++;

@@ -531,13 +531,17 @@ def test_queued_message_expiry_applies_while_offline(broker, raw_client):
 
 # ---- the store does not grow with traffic --------------------------------------------------------
 
-def stored_messages(b):
+def stored_rows(b, table):
     import sqlite3
     db = sqlite3.connect(f"file:{b.path('data/bulwark.db')}?mode=ro", uri=True, timeout=10)
     try:
-        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     finally:
         db.close()
+
+
+def stored_messages(b):
+    return stored_rows(b, "messages")
 
 
 @pytest.mark.parametrize("fsync", ["batch", "always"])
@@ -575,4 +579,19 @@ def test_stored_messages_are_deleted_once_delivered_or_replaced(start_broker, ra
     deadline = time.monotonic() + 15
     while stored_messages(b) != 1:  # the retained one
         assert time.monotonic() < deadline, f"{stored_messages(b)} messages stored after the drain, expected 1"
+        time.sleep(0.1)
+
+
+def test_expired_retained_message_leaves_the_store(broker, raw_client):
+    pub = publisher(raw_client, broker)
+    pub.publish("exp/r", b"short", qos=1, retain=True, props={"message_expiry_interval": 1})
+    assert stored_rows(broker, "retained") == 1
+    time.sleep(2.2)
+    sub = raw_client(broker, version=5)
+    sub.connect("exp-sub")
+    sub.subscribe("exp/#", qos=1)  # meets the expired message: dropped, not sent
+    sub.expect_nothing(0.3)
+    deadline = time.monotonic() + 10
+    while stored_rows(broker, "retained") or stored_messages(broker):
+        assert time.monotonic() < deadline, "expired retained message still in the store"
         time.sleep(0.1)
