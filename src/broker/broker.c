@@ -455,6 +455,20 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 			   BULWARK_VERSION_STR, b->nworkers, clients, route_count(b->routes), retain_count(b->retained));
 		return;
 	}
+	if (strcmp(argv[0], "listeners") == 0 && argc == 1) {
+		struct buf out = { 0 };
+		for (size_t i = 0; i < b->nlisteners; i++) {
+			const struct listener *li = &b->listeners[i];
+			if (li->fd < 0)
+				continue;
+			buf_printf(&out, "%s %s connections=%lu refused=%lu rate_delayed=%lu\n", li->id,
+				   li->cfg->bind_str ? li->cfg->bind_str : "-", atomic_load(&li->nconns), atomic_load(&li->refused),
+				   atomic_load(&li->conn_delayed));
+		}
+		ctl_reply(req, true, (const char *)out.data ? (const char *)out.data : "", out.len);
+		buf_free(&out);
+		return;
+	}
 	if (strcmp(argv[0], "clients") == 0 && argc >= 2) {
 		if (strcmp(argv[1], "list") == 0 && argc == 2) {
 			struct gather *g = xcalloc(1, sizeof *g);
@@ -471,7 +485,7 @@ static void on_ctl(void *arg, struct ctl_request *req, int argc, char **argv)
 		}
 	}
 	ctl_replyf(req, false,
-		   "unknown command: %s (try: status, reload, clients list, clients kick CLIENTID, users ..., rules ..., bans ..., certs ...)\n",
+		   "unknown command: %s (try: status, reload, listeners, clients list, clients kick CLIENTID, users ..., rules ..., bans ..., certs ...)\n",
 		   argv[0]);
 }
 

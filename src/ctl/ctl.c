@@ -213,6 +213,8 @@ static void usage(void)
 		"commands:\n"
 		"  status                 broker status\n"
 		"  reload                 reload certificates (like SIGHUP)\n"
+		"  listeners              per listener: address, live connections, connections refused\n"
+		"                         (access rules, max_connections), accept pauses for max_conn_rate\n"
 		"  clients list           connected clients\n"
 		"  clients kick CLIENTID  disconnect a client (DISCONNECT 0x98)\n"
 		"  users add USER PASSWORD [--superuser] | delete USER | list | passwd USER PASSWORD\n"

@@ -254,6 +254,10 @@ listeners.tcp.lim {
         for c in admitted:
             c.ping()
         bg.check()
+        status, out = b.ctl("listeners")
+        assert status == 0, out
+        line = next(ln for ln in out.splitlines() if ln.startswith("tcp:lim "))
+        assert "connections=5 " in line and "refused=50 " in line, out
     finally:
         for c in admitted:
             c.close()

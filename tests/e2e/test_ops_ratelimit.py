@@ -193,6 +193,12 @@ def test_max_conn_rate_delays_accepting_but_refuses_nobody(start_broker):
     with mr.RawClient(b.tcp_port, timeout=5) as c:
         c.send(mr.connect(client_id="other"))
         c.expect(mr.CONNACK, rc=0)
+    # operators see the throttling per listener
+    status, out = b.ctl("listeners")
+    assert status == 0, out
+    delayed = {ln.split()[0]: int(re.search(r"rate_delayed=(\d+)", ln).group(1)) for ln in out.splitlines()}
+    assert delayed["tcp:slow"] >= 1 and delayed["tcp:default"] == 0, out
+    assert re.search(r"^tcp:slow 127\.0\.0\.1:\d+ connections=\d+ refused=0 rate_delayed=\d+$", out, re.M), out
 
 
 def test_max_conn_burst(start_broker):
