@@ -503,10 +503,13 @@ bool session_ack(struct session *s, uint8_t type, uint16_t pid, uint8_t rc)
 			break;
 		}
 		if (!(d->flags & DLV_PUBREL)) {
+			/* The row stops referring to the message before the message is released:
+			 * the last release queues the deletion of its row. */
+			struct msg *m = d->msg;
 			d->flags |= DLV_PUBREL;
-			msg_unref(d->msg);
 			d->msg = NULL;
 			persist_dlv(s, d);
+			msg_unref(m);
 		}
 		client_send_dlv(s->client, d, false); /* PUBREL */
 		return true;
