@@ -53,6 +53,13 @@ static const char *who(const struct client *c, char *buf, size_t buflen)
 
 /* ---- timers ---- */
 
+/* Reading is held back by flow control: the rate limiter, or acknowledgements waiting for
+ * the store. The client is being slowed down, not silent. */
+static bool flow_held(const struct client *c)
+{
+	return (c->rl && c->rl->paused) || client_acks_full(c);
+}
+
 static void on_timer(struct timer *t)
 {
 	struct client *c = container_of(t, struct client, timer);
@@ -76,7 +83,7 @@ static void on_timer(struct timer *t)
 	}
 	uint64_t limit = (uint64_t)((double)c->keepalive * mq(c)->keepalive_multiplier * 1000.0);
 	uint64_t idle = loop_now(c->conn.loop) - c->last_rx_ms;
-	if ((c->rl && c->rl->paused) || client_acks_full(c))
+	if (flow_held(c))
 		idle = 0; /* we hold the packets it sent (rate limiter, store behind): not idle */
 	if (idle < limit) {
 		timer_arm(c->conn.loop, &c->timer, limit - idle);
@@ -246,7 +253,7 @@ static void on_rl_timer(struct timer *t)
 
 void client_read_resume(struct client *c)
 {
-	if (client_authz_waiting(c) || (c->rl && c->rl->paused) || client_acks_full(c))
+	if (client_authz_waiting(c) || flow_held(c))
 		return; /* whoever holds it resumes when done */
 	conn_resume_read(&c->conn);
 }
@@ -291,7 +298,7 @@ static size_t on_data(struct conn *conn, const uint8_t *p, size_t len)
 	c->last_rx_ms = loop_now(conn->loop);
 	size_t off = 0;
 	while (off < len && c->state != CL_CONNECTING && !conn_closing(conn) && !client_authz_waiting(c) &&
-	       !client_acks_full(c)) {
+	       !flow_held(c)) {
 		struct mqtt_fixed fx;
 		uint8_t rc = 0;
 		uint32_t max = mq(c)->max_packet_size;
