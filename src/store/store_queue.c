@@ -442,6 +442,12 @@ static bool is_dlv_op(const struct store_op *op)
 	return op->kind == OP_DLV_PUT || op->kind == OP_DLV_DEL;
 }
 
+static void skip_op(struct store *s, struct store_op *op)
+{
+	op->skip = true;
+	s->skipped++;
+}
+
 static uint64_t dlv_key_hash(const struct store_op *op)
 {
 	return hash_bytes(op->str, strlen(op->str)) ^ ((uint64_t)op->u32a * 0x9e3779b97f4a7c15ull);
@@ -452,7 +458,7 @@ static void compact_batch(struct store *s, struct store_op *batch)
 	size_t n = 0;
 	for (struct store_op *op = batch; op; op = op->next) {
 		if (op->kind == OP_MSG_PUT && atomic_load_explicit(&op->m->refs, memory_order_acquire) == 1) {
-			op->skip = true;
+			skip_op(s, op);
 			atomic_store_explicit(&op->m->store_id, 0, memory_order_relaxed);
 		}
 		n += is_dlv_op(op);
@@ -476,21 +482,19 @@ static void compact_batch(struct store *s, struct store_op *batch)
 		while (t[i].first && (t[i].first->u32a != op->u32a || strcmp(t[i].first->str, op->str) != 0))
 			i = (i + 1) & (cap - 1);
 		if (t[i].first)
-			t[i].last->skip = true; /* superseded by op */
+			skip_op(s, t[i].last); /* superseded by op */
 		else
 			t[i].first = op;
 		t[i].last = op;
 	}
 	for (size_t i = 0; i < cap; i++)
 		if (t[i].first && t[i].first->kind == OP_DLV_PUT && t[i].first->fresh && t[i].last->kind == OP_DLV_DEL)
-			t[i].last->skip = true; /* created and deleted within the batch */
+			skip_op(s, t[i].last); /* created and deleted within the batch */
 }
 
 static void run_batch(struct store *s, struct store_op *batch)
 {
 	compact_batch(s, batch);
-	for (struct store_op *op = batch; op; op = op->next)
-		s->skipped += op->skip;
 	if (s->fsync == CFG_FSYNC_ALWAYS) {
 		/* Each notification as soon as everything before it is committed. */
 		for (struct store_op *op = batch; op; op = op->next) {
