@@ -5,6 +5,7 @@ What a user sees is the contract here: the CONNACK session-present flag, which P
 arrive after a reconnect (their order, QoS, DUP flag and packet ids), and in v5 the PUBACK
 reason code 0x10 (no matching subscribers) once a session and its subscriptions are gone."""
 import re
+import sqlite3
 import time
 
 import pytest
@@ -532,7 +533,6 @@ def test_queued_message_expiry_applies_while_offline(broker, raw_client):
 # ---- the store does not grow with traffic --------------------------------------------------------
 
 def stored_rows(b, table):
-    import sqlite3
     db = sqlite3.connect(f"file:{b.path('data/bulwark.db')}?mode=ro", uri=True, timeout=10)
     try:
         return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
