@@ -8,7 +8,7 @@
  * that second decode must reproduce the first encoding byte for byte. Any mismatch
  * aborts. Each body is decoded from an exact-size heap copy so that ASan catches a
  * read past its end. Decoded views must lie inside the body, and a decoded user_props
- * view must be exactly its 0x26 entries back to back (mqtt.h's promise).
+ * view must hold exactly the packet's 0x26 entries (user_prop_count, user_props_bytes).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -97,8 +97,9 @@ static void props_in_body(const struct mqtt_props *p, const uint8_t *body, size_
 	in_body(p->server_reference, body, len);
 	in_body(p->reason_string, body, len);
 	in_body(p->user_props, body, len);
-	/* the view is the 0x26 entries back to back: the iterator agrees with the count, the
-	 * entries fill the view exactly, and every key and value is valid UTF-8 */
+	/* the view runs from the first 0x26 entry to the end of the last (other properties may
+	 * sit between them, props.c): the iterator agrees with the count, the 0x26 entries add
+	 * up to user_props_bytes and it walks to the view's end, every key and value is UTF-8 */
 	size_t off = 0, bytes = 0;
 	uint32_t n = 0;
 	struct mqtt_str k, v;
@@ -107,7 +108,7 @@ static void props_in_body(const struct mqtt_props *p, const uint8_t *body, size_
 		bytes += 5 + (size_t)k.len + v.len;
 		n++;
 	}
-	CHECK(n == p->user_prop_count && bytes == p->user_props.len && off == p->user_props.len);
+	CHECK(n == p->user_prop_count && bytes == p->user_props_bytes && off == p->user_props.len);
 	CHECK(p->n_sub_ids <= 1);
 }
 
@@ -368,10 +369,54 @@ static void reframe(const struct buf *b, uint8_t version, uint8_t type, union pk
 	CHECK(decode(version, fx.type, fx.flags, b->data + fx.header_len, fx.remaining, out) == MQTT_RC_SUCCESS);
 }
 
-static void roundtrip(uint8_t version, uint8_t type, const union pkt *u)
+/* The packet's property block; CONNECT's will properties in *second. */
+static struct mqtt_props *props_of(uint8_t type, union pkt *u, struct mqtt_props **second)
 {
-	struct buf e1 = { 0 }, e2 = { 0 };
-	union pkt d1, d2;
+	*second = NULL;
+	switch (type) {
+	case MQTT_CONNECT:
+		*second = &u->connect.will_props;
+		return &u->connect.props;
+	case MQTT_CONNACK: return &u->connack.props;
+	case MQTT_PUBLISH: return &u->publish.props;
+	case MQTT_PUBACK:
+	case MQTT_PUBREC:
+	case MQTT_PUBREL:
+	case MQTT_PUBCOMP: return &u->ack.props;
+	case MQTT_SUBSCRIBE: return &u->subscribe.props;
+	case MQTT_SUBACK: return &u->suback.props;
+	case MQTT_UNSUBSCRIBE: return &u->unsubscribe.props;
+	case MQTT_UNSUBACK: return &u->unsuback.props;
+	case MQTT_DISCONNECT: return &u->disconnect.props;
+	case MQTT_AUTH: return &u->auth.props;
+	}
+	return NULL;
+}
+
+/* Encoders write a user_props view verbatim (the broker's forwardable properties ride in
+ * it). A decoded view with other properties between the user properties is copied entry
+ * by entry first, as the broker does (msg_props_forward). */
+static void clean_user_props(struct mqtt_props *p, struct buf *store)
+{
+	if (!p || p->user_props_bytes == p->user_props.len)
+		return;
+	size_t off = 0;
+	struct mqtt_str k, v;
+	while (mqtt_user_props_next(p->user_props, &off, &k, &v))
+		mqtt_user_prop_append(store, (const char *)k.p, k.len, (const char *)v.p, v.len);
+	CHECK(store->len == p->user_props_bytes);
+	p->user_props.p = store->data;
+	p->user_props.len = (uint32_t)store->len;
+}
+
+static void roundtrip(uint8_t version, uint8_t type, const union pkt *orig)
+{
+	struct buf e1 = { 0 }, e2 = { 0 }, up1 = { 0 }, up2 = { 0 };
+	union pkt d1, d2, copy = *orig;
+	const union pkt *u = &copy;
+	struct mqtt_props *second;
+	clean_user_props(props_of(type, &copy, &second), &up1);
+	clean_user_props(second, &up2);
 	uint8_t v = type == MQTT_CONNECT ? u->connect.version : version;
 
 	CHECK(encode(&e1, v, type, u) == e1.len);
@@ -383,6 +428,8 @@ static void roundtrip(uint8_t version, uint8_t type, const union pkt *u)
 	pkt_eq(type, &d1, &d2);
 	buf_free(&e1);
 	buf_free(&e2);
+	buf_free(&up1);
+	buf_free(&up2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -40,12 +40,11 @@
  * MQTT_RC_UNSUPPORTED_VERSION — CONNECT with a protocol name/level pair other than
  *   MQIsdp/3, MQTT/4, MQTT/5.
  *
- * MQTT_RC_IMPL_SPECIFIC — a v5 property block whose user properties are not one run
- *   (another property between two user properties): valid MQTT, but the user_props view
- *   promised by mqtt.h cannot describe it (see props.c).
+ * Other properties between user properties are valid and accepted: the user_props view
+ * then spans them (see props.c).
  *
- * A protocol error (or IMPL_SPECIFIC) does not stop decoding: a packet that turns out not
- * to parse further on is MALFORMED, otherwise the first such error found is returned.
+ * A protocol error does not stop decoding: a packet that turns out not to parse further
+ * on is MALFORMED, otherwise the first such error found is returned.
  *
  * Version 3.1 leniency: its spec lets the DUP flag be set on a re-sent SUBSCRIBE,
  * UNSUBSCRIBE or PUBREL, so for version 3 those accept flags 0xA as well as 0x2.
