@@ -220,6 +220,13 @@ TEST(who_invalid_values_are_refused_with_a_reason)
 	canon_is(BANS_CLIENTID_RE, "a+?b*+c{1}{2}", "a+?b*+c{1}{2}");
 	canon_bad(BANS_USERNAME_RE, "((((((((((((((((x+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)", "too costly");
 	canon_bad(BANS_CLIENTID_RE, "(a)\\1", "back-references");
+	/* nullable alternatives copied and then starred: glibc's epsilon closures explode */
+	canon_bad(BANS_CLIENTID_RE, "(a|||||||||||b){,4}+", "empty string in too many ways");
+	canon_bad(BANS_CLIENTID_RE, "(a?|b?|c?|d?|e?|f?|g?|h?|i?|j?){4}+", "empty string in too many ways");
+	canon_bad(BANS_CLIENTID_RE, "((a?|b?|c?|d?|e?|f?|g?|h?|i?|j?){4}){1,}", "empty string in too many ways");
+	canon_is(BANS_CLIENTID_RE, "(a|||||b){,4}+", "(a|||||b){,4}+");             /* 5^4 ways: fine */
+	canon_is(BANS_CLIENTID_RE, "(a?|b?|c?|d?|e?|f?|g?|h?|i?|j?){4}*", "(a?|b?|c?|d?|e?|f?|g?|h?|i?|j?){4}*");
+	canon_is(BANS_CLIENTID_RE, "(x?){20}+", "(x?){20}+");
 	canon_is(BANS_CLIENTID_RE, "a+b+c+d+e+f+g+h+i+j+k+l+m+n+o+p+", "a+b+c+d+e+f+g+h+i+j+k+l+m+n+o+p+");
 	canon_is(BANS_CLIENTID_RE, "^(dev|test)-[0-9]{4}-[a-f0-9]{8}$", "^(dev|test)-[0-9]{4}-[a-f0-9]{8}$");
 	canon_is(BANS_CLIENTID_RE, "\\(x\\)", "\\(x\\)");
