@@ -5,8 +5,9 @@
  *
  * Unanchored search, as regexec: the pattern matches anywhere unless it uses ^ / $. Bytes, C
  * locale; "." matches any byte but NUL. Refused at compile time (with a one-line reason):
- * back-references, GNU escapes (\w, \b, \<, ...), [=e=] and [.c.], and patterns whose expanded
- * program would be too large. Compiled patterns are immutable: thread-safe matching. */
+ * back-references, GNU escapes (\w, \b, \<, ...), [=e=] and [.c.], a repeated anchor or group
+ * containing one, and patterns whose expanded program would be too large (or too costly for
+ * glibc's regcomp, which validates the syntax). Compiled patterns are immutable: thread-safe matching. */
 #ifndef BW_RELIN_H
 #define BW_RELIN_H
 
