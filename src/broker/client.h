@@ -139,7 +139,8 @@ void client_acks_close(struct client *c);
 
 /* Held-back acknowledgements (client_publish.c): the PUBACK/PUBREC of a QoS 1/2 PUBLISH
  * goes out once every store write the message caused is durable, in PUBLISH order. A
- * delivery routed to another worker is one more part of the wait. */
+ * delivery routed to another worker is one more part of the wait. SUBACK and UNSUBACK
+ * wait for their subscription writes in the same queue (client_send_when_stored). */
 struct ack_wait;
 /* True while so many acknowledgements are held back that reading is paused. */
 bool client_acks_full(const struct client *c);
@@ -152,6 +153,12 @@ void client_ack_part_add(struct ack_wait *aw);
  * error dropped one of them (the acknowledgement then reports a failure). Any thread (the
  * store thread through store_notify): posts to the publisher's loop. */
 void client_ack_part_done(void *aw, bool durable);
+/* Write pkt (an encoded SUBACK or UNSUBACK, copied) once the store writes this thread queued
+ * since its store_thread_ops() was `ops` are durable, in order with the acknowledgements
+ * held back before it; then call then(c, arg). At once when there is nothing to wait for.
+ * If the connection closes first, drop(arg) instead. then and drop may be NULL. */
+void client_send_when_stored(struct client *c, uint64_t ops, const void *pkt, size_t len,
+			     void (*then)(struct client *c, void *arg), void (*drop)(void *arg), void *arg);
 /* Apply the mountpoint: returns a fresh string mountpoint+topic (or a copy). */
 char *client_mount(const struct client *c, const char *topic, size_t len, size_t *out_len);
 /* Authorization (client_authz.c). Build the client's subject once it is authenticated

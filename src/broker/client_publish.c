@@ -68,7 +68,9 @@ static void send_ack(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
  * own worker (a store_notify after its writes, or nothing to wait for) plus one per
  * delivery handed to another worker (done once that worker has queued its writes and they
  * are committed). Releases run on the publisher's loop; only `parts` and `failed` are
- * shared. A part whose writes a store error dropped marks the wait failed: see ack_failed. */
+ * shared. A part whose writes a store error dropped marks the wait failed: see ack_failed.
+ * SUBACK and UNSUBACK of a persistent session queue here too, with their encoded packet
+ * (client_send_when_stored): one part, the subscription writes of their own worker. */
 
 struct ack_queue {
 	struct list q;  /* struct ack_wait.link, oldest first */
@@ -93,8 +95,18 @@ bool client_acks_full(const struct client *c)
 	return c->acks && c->acks->full;
 }
 
+/* A held SUBACK / UNSUBACK, and what follows it (retained messages for a SUBSCRIBE). */
+struct ack_packet {
+	void (*then)(struct client *c, void *arg);
+	void (*drop)(void *arg);
+	void *arg;
+	size_t len;
+	uint8_t data[];
+};
+
 struct ack_wait {
 	struct list link;   /* in c->acks->q while the connection is open */
+	struct ack_packet *pkt; /* NULL: a PUBACK/PUBREC/PUBCOMP from type, pid, rc */
 	struct client *c;   /* NULL once the connection closed */
 	struct loop *loop;  /* the publisher's loop */
 	atomic_uint parts;  /* parts not done yet */
@@ -122,6 +134,25 @@ static void ack_failed(struct client *c, struct ack_wait *aw)
 		client_disconnect(c, MQTT_RC_UNSPECIFIED, "message not stored (store write error), cannot acknowledge it");
 }
 
+static void ack_wait_free(struct ack_wait *aw)
+{
+	if (aw->pkt && aw->pkt->drop)
+		aw->pkt->drop(aw->pkt->arg);
+	free(aw->pkt);
+	free(aw);
+}
+
+/* A subscription the store failed to write still works in memory (its SUBACK says so), like
+ * a PUBREL's release: only its copy on disk is missing (docs/DURABILITY.md). */
+static void ack_send_packet(struct client *c, struct ack_wait *aw)
+{
+	struct ack_packet *p = aw->pkt;
+	conn_write(&c->conn, p->data, p->len);
+	if (p->then)
+		p->then(c, p->arg);
+	p->drop = NULL; /* arg is then's now */
+}
+
 static void acks_flush(struct client *c)
 {
 	struct ack_queue *aq = c->acks;
@@ -132,12 +163,14 @@ static void acks_flush(struct client *c)
 		list_del_init(&aw->link);
 		aq->n--;
 		if (!conn_closing(&c->conn)) {
-			if (atomic_load_explicit(&aw->failed, memory_order_relaxed))
+			if (aw->pkt)
+				ack_send_packet(c, aw);
+			else if (atomic_load_explicit(&aw->failed, memory_order_relaxed))
 				ack_failed(c, aw);
 			else
 				send_ack(c, aw->type, aw->pid, aw->rc);
 		}
-		free(aw);
+		ack_wait_free(aw);
 	}
 	if (aq->full && aq->n <= acks_limit(c) / 2 && !conn_closing(&c->conn)) {
 		aq->full = false;
@@ -175,7 +208,7 @@ static void ack_part_release(void *arg)
 	if (atomic_fetch_sub_explicit(&aw->parts, 1, memory_order_acq_rel) != 1)
 		return;
 	if (!aw->c)
-		free(aw); /* the connection is gone: nobody to acknowledge */
+		ack_wait_free(aw); /* the connection is gone: nobody to acknowledge */
 	else
 		acks_flush(aw->c);
 }
@@ -215,6 +248,27 @@ static void send_ack_ordered(struct client *c, uint8_t type, uint16_t pid, uint8
 	ack_part_release(aw);
 }
 
+void client_send_when_stored(struct client *c, uint64_t ops, const void *pkt, size_t len,
+			     void (*then)(struct client *c, void *arg), void (*drop)(void *arg), void *arg)
+{
+	struct store *st = c->w->b->store;
+	bool wrote = st && store_thread_ops() != ops;
+	if (!wrote && (!c->acks || list_empty(&c->acks->q))) {
+		conn_write(&c->conn, pkt, len);
+		if (then)
+			then(c, arg);
+		return;
+	}
+	struct ack_wait *aw = ack_wait_new(c, 0, 0, 0);
+	aw->pkt = xmalloc(sizeof *aw->pkt + len);
+	aw->pkt->then = then;
+	aw->pkt->drop = drop;
+	aw->pkt->arg = arg;
+	aw->pkt->len = len;
+	memcpy(aw->pkt->data, pkt, len);
+	ack_part_local(c, aw, ops);
+}
+
 void client_acks_close(struct client *c)
 {
 	struct ack_queue *aq = c->acks;
@@ -225,7 +279,7 @@ void client_acks_close(struct client *c)
 		list_del_init(&aw->link);
 		aw->c = NULL;
 		if (!atomic_load_explicit(&aw->parts, memory_order_acquire))
-			free(aw);
+			ack_wait_free(aw);
 	}
 	free(aq);
 	c->acks = NULL;

@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "mqtt/mqtt.h"
+#include "store/store.h"
 
 static const struct cfg_mqtt *mq(const struct client *c)
 {
@@ -196,6 +197,29 @@ static void send_retained(struct client *c, struct retained_req *rq, size_t n)
 		retained_job_free(j);
 }
 
+/* Retained messages to send once the SUBACK is out (client_send_when_stored). */
+struct retained_later {
+	struct retained_req *rq;
+	size_t n;
+};
+
+static void retained_later_drop(void *arg)
+{
+	struct retained_later *rl = arg;
+	for (size_t i = 0; i < rl->n; i++)
+		free(rl->rq[i].filter);
+	free(rl->rq);
+	free(rl);
+}
+
+static void retained_later_send(struct client *c, void *arg)
+{
+	struct retained_later *rl = arg;
+	send_retained(c, rl->rq, rl->n); /* frees the filters */
+	free(rl->rq);
+	free(rl);
+}
+
 /* Ask authorization about every valid filter of a SUBSCRIBE before anything is applied.
  * Returns false when the packet must not be handled now: an answer is pending (the packet
  * is handled again once it is in) or the client was disconnected (deny_action). Otherwise
@@ -251,6 +275,7 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 	uint8_t *allowed = NULL;
 	if (!authorize_filters(c, &sp, flags, body, len, &allowed))
 		return; /* waiting for an authorization answer, or disconnected */
+	uint64_t ops = store_thread_ops(); /* the SUBACK waits for the subscriptions' writes */
 	uint8_t *codes = xmalloc(sp.count);
 	struct retained_req *rq = xmalloc(sp.count * sizeof *rq);
 	size_t nrq = 0;
@@ -306,10 +331,17 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 	}
 	struct buf b = { 0 };
 	mqtt_encode_suback(&b, c->version, sp.packet_id, NULL, codes, sp.count);
-	conn_write(&c->conn, b.data, b.len);
+	if (nrq) {
+		struct retained_later *rl = xmalloc(sizeof *rl);
+		rl->rq = rq;
+		rl->n = nrq;
+		client_send_when_stored(c, ops, b.data, b.len, retained_later_send, retained_later_drop, rl);
+		rq = NULL;
+		nrq = 0;
+	} else {
+		client_send_when_stored(c, ops, b.data, b.len, NULL, NULL, NULL);
+	}
 	buf_free(&b);
-	send_retained(c, rq, nrq);
-	nrq = 0;
 out:
 	for (size_t i = 0; i < nrq; i++)
 		free(rq[i].filter);
@@ -326,6 +358,7 @@ void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *b
 		client_protocol_error(c, rc, "malformed UNSUBSCRIBE");
 		return;
 	}
+	uint64_t ops = store_thread_ops();
 	uint8_t *codes = xmalloc(up.count);
 	size_t off = 0;
 	struct mqtt_str f;
@@ -344,7 +377,7 @@ void client_handle_unsubscribe(struct client *c, uint8_t flags, const uint8_t *b
 	}
 	struct buf b = { 0 };
 	mqtt_encode_unsuback(&b, c->version, up.packet_id, NULL, codes, up.count);
-	conn_write(&c->conn, b.data, b.len);
+	client_send_when_stored(c, ops, b.data, b.len, NULL, NULL, NULL);
 	buf_free(&b);
 	free(codes);
 }

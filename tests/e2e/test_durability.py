@@ -28,12 +28,13 @@ def cfg(fsync, workers):
 
 
 class PipelinedPublisher:
-    """A raw v3.1.1 publisher that sends QoS 1/2 PUBLISH packets without waiting and counts the
-    PUBACKs (QoS 2: PUBRECs; it never sends PUBREL) it gets on a reader thread."""
+    """A raw v3.1.1 client that sends QoS 1/2 PUBLISH (or SUBSCRIBE) packets without waiting and
+    collects the packet ids of the PUBACKs (QoS 2: PUBRECs; it never sends PUBREL) or SUBACKs it
+    gets on a reader thread."""
 
-    def __init__(self, port, cid):
+    def __init__(self, port, cid, clean=True):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.sendall(m.connect(cid, version=m.V311, clean=True))
+        self.sock.sendall(m.connect(cid, version=m.V311, clean=clean))
         self.buf = bytearray()
         self.acked = set()
         self.lock = threading.Lock()
@@ -70,7 +71,7 @@ class PipelinedPublisher:
                     if not sp:
                         break
                     del self.buf[:sp[3]]
-                    if sp[0] in (m.PUBACK, m.PUBREC):
+                    if sp[0] in (m.PUBACK, m.PUBREC, m.SUBACK, m.UNSUBACK):
                         pid = (sp[2][0] << 8) | sp[2][1]
                         with self.lock:
                             self.acked.add(pid)
@@ -119,13 +120,18 @@ def drain(raw_client, b, cid, quiet=1.5, timeout=60):
 def publish_and_kill(b, pub, topic, n, kill_after, retain=False, qos=1):
     """Pipeline up to n QoS 1 (or 2) publishes (payload = packet id), SIGKILL the broker once kill_after
     PUBACKs arrived (or when everything is sent). Returns the set of acknowledged packet ids."""
+    return pipeline_and_kill(b, pub, lambda i: m.publish(f"{topic}/{i}" if retain else topic, str(i).encode(),
+                                                         qos=qos, retain=retain, packet_id=i), n, kill_after)
+
+
+def pipeline_and_kill(b, pub, packet, n, kill_after):
+    """Pipeline packet(1) .. packet(n), SIGKILL the broker once kill_after of them are acknowledged
+    (or when everything is sent). Returns the set of acknowledged packet ids."""
     chunk = 50
     pid = 1
     killed = False
     while pid <= n:
-        data = b"".join(m.publish(f"{topic}/{i}" if retain else topic, str(i).encode(), qos=qos, retain=retain,
-                                  packet_id=i)
-                        for i in range(pid, min(n, pid + chunk - 1) + 1))
+        data = b"".join(packet(i) for i in range(pid, min(n, pid + chunk - 1) + 1))
         pid += chunk
         if not pub.send(data):
             break
@@ -201,6 +207,56 @@ def test_acked_retained_messages_survive_kill9(start_broker, raw_client, fsync):
     lost = sorted(acked - got)
     assert not lost, (f"fsync={fsync}: {len(lost)} of {len(acked)} acknowledged retained messages lost "
                       f"after kill -9 (first: {lost[:10]})")
+
+
+def send_all_acked(cl, packets, timeout=60):
+    """Pipeline packets on cl and wait until every one is acknowledged."""
+    assert cl.send(b"".join(packets))
+    deadline = time.monotonic() + timeout
+    while cl.n_acked() < len(packets) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cl.n_acked() == len(packets), f"{cl.n_acked()} of {len(packets)} acknowledged"
+
+
+def publish_each(b, prefix, ids):
+    """One QoS 1 message to PREFIX/i for each i (payload i), all acknowledged."""
+    pub = PipelinedPublisher(b.tcp_port, f"dur-pub-{prefix}")
+    send_all_acked(pub, [m.publish(f"{prefix}/{i}", str(i).encode(), qos=1, packet_id=i) for i in sorted(ids)])
+
+
+@pytest.mark.parametrize("fsync", FSYNC)
+def test_acked_subscriptions_survive_kill9(start_broker, raw_client, fsync):
+    """A SUBACK waits for the persistent session's subscription to be stored: every subscription
+    the client saw acknowledged still delivers after kill -9 and a restart."""
+    b = start_broker(cfg(fsync, 2))
+    sub = PipelinedPublisher(b.tcp_port, "dur-subs", clean=False)
+    acked = pipeline_and_kill(b, sub, lambda i: m.subscribe(i, f"dur/s/{i}", qos=1), n=n_publish(fsync),
+                              kill_after=kill_after(fsync))
+    assert len(acked) >= kill_after(fsync) // 2, f"only {len(acked)} SUBACKs before the kill"
+    b.restart(sig=signal.SIGKILL)
+    publish_each(b, "dur/s", acked)
+    got = {int(p) for p in drain(raw_client, b, "dur-subs")}
+    lost = sorted(acked - got)
+    assert not lost, (f"fsync={fsync}: {len(lost)} of {len(acked)} acknowledged subscriptions lost after kill -9 "
+                      f"(first: dur/s/{lost[:10]})")
+
+
+@pytest.mark.parametrize("fsync", FSYNC)
+def test_acked_unsubscribes_survive_kill9(start_broker, raw_client, fsync):
+    """Likewise an UNSUBACK: no subscription the client saw removed comes back after kill -9."""
+    b = start_broker(cfg(fsync, 2))
+    n = n_publish(fsync)
+    sub = PipelinedPublisher(b.tcp_port, "dur-unsubs", clean=False)
+    send_all_acked(sub, [m.subscribe(i, f"dur/u/{i}", qos=1) for i in range(1, n + 1)])
+    with sub.lock:
+        sub.acked.clear()
+    acked = pipeline_and_kill(b, sub, lambda i: m.unsubscribe(i, [f"dur/u/{i}"]), n=n, kill_after=kill_after(fsync))
+    assert len(acked) >= kill_after(fsync) // 2, f"only {len(acked)} UNSUBACKs before the kill"
+    b.restart(sig=signal.SIGKILL)
+    publish_each(b, "dur/u", acked)
+    back = sorted(acked & {int(p) for p in drain(raw_client, b, "dur-unsubs")})
+    assert not back, (f"fsync={fsync}: {len(back)} of {len(acked)} acknowledged unsubscribes undone by kill -9 "
+                      f"(first: dur/u/{back[:10]})")
 
 
 # ---- back-pressure while acknowledgements wait for the store ----------------------------------
