@@ -15,23 +15,8 @@
 #include <openssl/x509.h>
 
 #include "tls/fastkeys.h"
+#include "testkeys.h"
 #include "unit.h"
-
-static EVP_PKEY *gen_key(const char *type)
-{
-	EVP_PKEY_CTX *ctx = tls_provider_pkey_ctx(type);
-	EVP_PKEY *k = NULL;
-	if (!ctx || EVP_PKEY_keygen_init(ctx) <= 0)
-		goto out;
-	if (strcmp(type, "EC") == 0 ? EVP_PKEY_CTX_set_group_name(ctx, "P-256") <= 0
-				    : EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) <= 0)
-		goto out;
-	if (EVP_PKEY_generate(ctx, &k) <= 0)
-		k = NULL;
-out:
-	EVP_PKEY_CTX_free(ctx);
-	return k;
-}
 
 /* DER of a self-signed certificate for k. Made before the engine is installed: with it,
  * ASN1_item_sign cannot use a provider-decoded private key (fastkeys.c). */
@@ -149,7 +134,7 @@ TEST(rsa_key_from_parameters_verifies)
 
 TEST(fresh_keys_sign)
 {
-	EVP_PKEY *k = gen_key("EC");
+	EVP_PKEY *k = test_keygen("EC", "P-256");
 	CHECK(k && sign_verify(k, k, false));
 	EVP_PKEY_free(k);
 }
@@ -164,8 +149,8 @@ static void run_all(void)
 
 int main(void)
 {
-	rsa_key = gen_key("RSA");
-	ec_key = gen_key("EC");
+	rsa_key = test_keygen("RSA", NULL);
+	ec_key = test_keygen("EC", "P-256");
 	rsa_der_len = rsa_key ? self_signed_der(rsa_key, &rsa_der) : -1;
 	ec_der_len = ec_key ? self_signed_der(ec_key, &ec_der) : -1;
 	CHECK(rsa_der_len > 0 && ec_der_len > 0);

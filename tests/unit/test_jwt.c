@@ -15,6 +15,7 @@
 #include "config/hocon.h"
 #include "core/alloc.h"
 #include "tls/fastkeys.h"
+#include "testkeys.h"
 #include "unit.h"
 
 /* ---- helpers ---- */
@@ -25,23 +26,6 @@ static char *b64s(const void *p, size_t n)
 	jwt_b64url_encode(p, n, &b);
 	buf_append(&b, "", 1);
 	return (char *)b.data;
-}
-
-/* Keys from the provider context (tls/fastkeys.h), so that generating works after
- * tls_fast_keys_install() too: the second pass of main() runs every test that way. */
-static EVP_PKEY *keygen(const char *type, const char *param)
-{
-	EVP_PKEY_CTX *ctx = tls_provider_pkey_ctx(type);
-	EVP_PKEY *k = NULL;
-	bool ok = ctx && EVP_PKEY_keygen_init(ctx) > 0;
-	if (ok && strcmp(type, "RSA") == 0)
-		ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, param ? atoi(param) : 2048) > 0;
-	else if (ok && strcmp(type, "EC") == 0)
-		ok = EVP_PKEY_CTX_set_group_name(ctx, param) > 0;
-	if (!ok || EVP_PKEY_generate(ctx, &k) <= 0)
-		k = NULL;
-	EVP_PKEY_CTX_free(ctx);
-	return k;
 }
 
 static const EVP_MD *md_of(enum jwt_alg a)
@@ -260,7 +244,7 @@ TEST(jose_ecdsa_to_der)
 	CHECK(der == NULL);
 	CHECK(!jwt_ecdsa_jose_to_der(sig, 64, 48, &der, &n));
 	/* A real P-521 signature round trip (66-byte coordinates). */
-	EVP_PKEY *pk = keygen("EC", "P-521");
+	EVP_PKEY *pk = test_keygen("EC", "P-521");
 	struct jwt_key k = pub_key(pk);
 	uint8_t s[200];
 	size_t sl = sign(JWT_ES512, pk, NULL, "abc", s);
@@ -347,9 +331,9 @@ TEST(every_algorithm)
 		} else {
 			bool reuse = strcmp(cases[i].type, "RSA") == 0 && strcmp(cases[i].param, "2048") == 0;
 			if (reuse && !rsa)
-				rsa = keygen("RSA", "2048");
-			pk = reuse ? rsa : keygen(cases[i].type, cases[i].param);
-			other = keygen(cases[i].type, cases[i].param);
+				rsa = test_keygen("RSA", "2048");
+			pk = reuse ? rsa : test_keygen(cases[i].type, cases[i].param);
+			other = test_keygen(cases[i].type, cases[i].param);
 			k = pub_key(pk);
 			wrong = pub_key(other);
 		}
@@ -387,7 +371,7 @@ TEST(every_algorithm)
 
 TEST(key_type_and_algorithm_must_match)
 {
-	EVP_PKEY *rsa = keygen("RSA", "2048"), *ec = keygen("EC", "P-256"), *ed = keygen("ED25519", NULL);
+	EVP_PKEY *rsa = test_keygen("RSA", "2048"), *ec = test_keygen("EC", "P-256"), *ed = test_keygen("ED25519", NULL);
 	struct jwt_key kr = pub_key(rsa), ke = pub_key(ec), kd = pub_key(ed);
 	/* Algorithm confusion: an HS256 token whose secret is the RSA public key's PEM. */
 	char *pem = pem_pub(rsa);
@@ -448,7 +432,7 @@ TEST(alg_none_and_unknown_are_refused)
 
 TEST(kid_selection)
 {
-	EVP_PKEY *p1 = keygen("EC", "P-256"), *p2 = keygen("EC", "P-256");
+	EVP_PKEY *p1 = test_keygen("EC", "P-256"), *p2 = test_keygen("EC", "P-256");
 	struct jwt_key ks[2] = { pub_key(p1), pub_key(p2) };
 	ks[0].kid = xstrdup("one");
 	ks[1].kid = xstrdup("two");
@@ -675,7 +659,7 @@ static const char *rsa_cert_pem(EVP_PKEY **key)
 	static EVP_PKEY *rsa;
 	static char *pem;
 	if (!pem) {
-		rsa = keygen("RSA", "2048");
+		rsa = test_keygen("RSA", "2048");
 		X509 *x = X509_new();
 		X509_set_version(x, 2);
 		ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
@@ -702,7 +686,7 @@ TEST(pem_keys)
 {
 	char err[200];
 	struct jwt_key k;
-	EVP_PKEY *rsa = keygen("RSA", "2048");
+	EVP_PKEY *rsa = test_keygen("RSA", "2048");
 	/* PKCS#1 "RSA PUBLIC KEY". */
 	BIO *b = BIO_new(BIO_s_mem());
 	OSSL_ENCODER_CTX *ectx = NULL;
@@ -733,13 +717,13 @@ TEST(pem_keys)
 	BIO_free(b);
 	/* Refused: garbage, small RSA, a curve JOSE does not use. */
 	CHECK(!jwt_key_from_pem("hello", 5, &k, err, sizeof err));
-	EVP_PKEY *small = keygen("RSA", "1024");
+	EVP_PKEY *small = test_keygen("RSA", "1024");
 	char *pem = pem_pub(small);
 	CHECK(!jwt_key_from_pem(pem, strlen(pem), &k, err, sizeof err));
 	CHECK(strstr(err, "2048") != NULL);
 	free(pem);
 	EVP_PKEY_free(small);
-	EVP_PKEY *k1 = keygen("EC", "secp256k1");
+	EVP_PKEY *k1 = test_keygen("EC", "secp256k1");
 	pem = pem_pub(k1);
 	CHECK(!jwt_key_from_pem(pem, strlen(pem), &k, err, sizeof err));
 	free(pem);
@@ -749,8 +733,8 @@ TEST(pem_keys)
 
 TEST(jwks_parsing)
 {
-	EVP_PKEY *rsa = keygen("RSA", "2048"), *e256 = keygen("EC", "P-256"), *e384 = keygen("EC", "P-384"),
-		 *e521 = keygen("EC", "P-521"), *ed = keygen("ED25519", NULL), *small = keygen("RSA", "1024");
+	EVP_PKEY *rsa = test_keygen("RSA", "2048"), *e256 = test_keygen("EC", "P-256"), *e384 = test_keygen("EC", "P-384"),
+		 *e521 = test_keygen("EC", "P-521"), *ed = test_keygen("ED25519", NULL), *small = test_keygen("RSA", "1024");
 	char *j_rsa = jwk_of(rsa, "r1", ",\"use\":\"sig\",\"alg\":\"RS256\"");
 	char *j_256 = jwk_of(e256, "e1", "");
 	char *j_384 = jwk_of(e384, "e2", ",\"key_ops\":[\"verify\"]");
@@ -823,7 +807,7 @@ TEST(jwks_parsing)
 
 TEST(ec_point_off_curve_is_refused)
 {
-	EVP_PKEY *e256 = keygen("EC", "P-256");
+	EVP_PKEY *e256 = test_keygen("EC", "P-256");
 	BIGNUM *y = NULL;
 	EVP_PKEY_get_bn_param(e256, OSSL_PKEY_PARAM_EC_PUB_Y, &y);
 	BN_add_word(y, 1);
@@ -967,7 +951,7 @@ TEST(jwks_cache_failures)
 	a->cfg = c;
 	a->main_loop = loop_new(0);
 
-	EVP_PKEY *pk = keygen("EC", "P-256");
+	EVP_PKEY *pk = test_keygen("EC", "P-256");
 	char *k1 = jwk_of(pk, "A", "");
 	char *doc = xasprintf("{\"keys\":[%s]}", k1);
 	feed(a, true, 200, doc);
