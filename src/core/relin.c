@@ -28,8 +28,6 @@
 
 #define RE_PROG_MAX 1000u    /* instructions after expanding repetitions */
 #define RE_DUP_LIMIT 255     /* POSIX RE_DUP_MAX minimum */
-#define RE_ERR_ESCAPE "backslash escapes other than quoting a special character are not supported in ban patterns"
-#define RE_ERR_ANCHOR "repeating an anchor (^ or $), or a group containing one, is not supported in ban patterns"
 
 /* ---- a cost estimate that runs before glibc's regcomp ----
  *
@@ -58,7 +56,8 @@ struct re_est {
 	unsigned anchors; /* "^" and "$" seen so far */
 };
 
-/* What parse_atom accepts after a backslash. */
+/* The characters a backslash may quote (anything else after one is refused by cost_ok, which
+ * also refuses repeated anchors: the parser below relies on both). */
 static const char re_quotable[] = "^.[]$()|*+?{}\\";
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
@@ -165,7 +164,8 @@ static uint64_t est_seq(struct re_est *e, bool *nullable)
 			}
 			if (!e->p[1] || !strchr(re_quotable, e->p[1])) {
 				/* \b, \<, \` ... are constraints: never let glibc compile them */
-				e->err = RE_ERR_ESCAPE;
+				e->err = "backslash escapes other than quoting a special character are not supported in "
+					 "ban patterns";
 				return total;
 			}
 			e->p += e->p[1] ? 2 : 1;
@@ -194,7 +194,8 @@ static uint64_t est_seq(struct re_est *e, bool *nullable)
 			if (is_op && e->anchors > anchors_before) {
 				/* glibc copies the nodes around an anchor for its constraint, per epsilon
 				 * path: "((^|$){10})+" compiles for minutes. No ban repeats an anchor. */
-				e->err = RE_ERR_ANCHOR;
+				e->err = "repeating an anchor (^ or $), or a group containing one, is not supported in "
+					 "ban patterns";
 				return total;
 			}
 			if (is_op && ops == 2) {
@@ -446,11 +447,7 @@ static struct node *parse_atom(struct parser *ps)
 		ps->err = "a repetition operator with nothing to repeat";
 		return NULL;
 	case '\\': {
-		char next = ps->p[1];
-		if (!next || !strchr(re_quotable, next)) {
-			ps->err = RE_ERR_ESCAPE;
-			return NULL;
-		}
+		char next = ps->p[1]; /* one of re_quotable: cost_ok refused the other escapes */
 		ps->p += 2;
 		struct node *n = node_new(N_CHAR);
 		n->ch = (uint8_t)next;
@@ -495,12 +492,6 @@ static struct node *parse_seq(struct parser *ps)
 				}
 			} else {
 				break;
-			}
-			if (a->type == N_BOL || a->type == N_EOL) {
-				ps->err = RE_ERR_ANCHOR;
-				node_free(a);
-				node_free(cat);
-				return NULL;
 			}
 			ps->p += used;
 			struct node *r = node_new(N_REP);
