@@ -237,10 +237,16 @@ static void ack_part_local(struct client *c, struct ack_wait *aw, uint64_t ops)
 		ack_part_release(aw);
 }
 
+/* Nothing held back: a packet that waits for nothing else may go out at once. */
+static bool acks_idle(const struct client *c)
+{
+	return !c->acks || list_empty(&c->acks->q);
+}
+
 /* An acknowledgement that waits for nothing but those before it. */
 static void send_ack_ordered(struct client *c, uint8_t type, uint16_t pid, uint8_t rc)
 {
-	if (!c->acks || list_empty(&c->acks->q)) {
+	if (acks_idle(c)) {
 		send_ack(c, type, pid, rc);
 		return;
 	}
@@ -253,7 +259,7 @@ void client_send_when_stored(struct client *c, uint64_t ops, const void *pkt, si
 {
 	struct store *st = c->w->b->store;
 	bool wrote = st && store_thread_ops() != ops;
-	if (!wrote && (!c->acks || list_empty(&c->acks->q))) {
+	if (!wrote && acks_idle(c)) {
 		conn_write(&c->conn, pkt, len);
 		if (then)
 			then(c, arg);

@@ -331,16 +331,16 @@ void client_handle_subscribe(struct client *c, uint8_t flags, const uint8_t *bod
 	}
 	struct buf b = { 0 };
 	mqtt_encode_suback(&b, c->version, sp.packet_id, NULL, codes, sp.count);
+	struct retained_later *rl = NULL;
 	if (nrq) {
-		struct retained_later *rl = xmalloc(sizeof *rl);
+		rl = xmalloc(sizeof *rl);
 		rl->rq = rq;
 		rl->n = nrq;
-		client_send_when_stored(c, ops, b.data, b.len, retained_later_send, retained_later_drop, rl);
 		rq = NULL;
 		nrq = 0;
-	} else {
-		client_send_when_stored(c, ops, b.data, b.len, NULL, NULL, NULL);
 	}
+	client_send_when_stored(c, ops, b.data, b.len, rl ? retained_later_send : NULL, rl ? retained_later_drop : NULL,
+				rl);
 	buf_free(&b);
 out:
 	for (size_t i = 0; i < nrq; i++)
