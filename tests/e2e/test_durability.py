@@ -117,6 +117,11 @@ def drain(raw_client, b, cid, quiet=1.5, timeout=60):
     return got
 
 
+def drained_ids(raw_client, b, cid):
+    """The payloads (packet ids of the publisher) drain() receives for cid, as a set of ints."""
+    return {int(p) for p in drain(raw_client, b, cid)}
+
+
 def publish_and_kill(b, pub, topic, n, kill_after, retain=False, qos=1):
     """Pipeline up to n QoS 1 (or 2) publishes (payload = packet id), SIGKILL the broker once kill_after
     PUBACKs arrived (or when everything is sent). Returns the set of acknowledged packet ids."""
@@ -180,7 +185,7 @@ def test_acked_qos12_to_offline_persistent_session_survives_kill9(start_broker, 
     assert len(acked) >= kill_after(fsync) // 2, f"only {len(acked)} PUBACKs before the kill: the test did not test much"
     b.restart(sig=signal.SIGKILL)  # already dead: just start again on the same data dir
     for cid in cids:
-        got = {int(p) for p in drain(raw_client, b, cid)}
+        got = drained_ids(raw_client, b, cid)
         lost = sorted(acked - got)
         assert not lost, (f"fsync={fsync} workers={workers} qos={qos} {cid}: {len(lost)} of {len(acked)} acknowledged "
                           f"messages lost after kill -9 (first: {lost[:10]}; received {len(got)})")
@@ -235,8 +240,7 @@ def test_acked_subscriptions_survive_kill9(start_broker, raw_client, fsync):
     assert len(acked) >= kill_after(fsync) // 2, f"only {len(acked)} SUBACKs before the kill"
     b.restart(sig=signal.SIGKILL)
     publish_each(b, "dur/s", acked)
-    got = {int(p) for p in drain(raw_client, b, "dur-subs")}
-    lost = sorted(acked - got)
+    lost = sorted(acked - drained_ids(raw_client, b, "dur-subs"))
     assert not lost, (f"fsync={fsync}: {len(lost)} of {len(acked)} acknowledged subscriptions lost after kill -9 "
                       f"(first: dur/s/{lost[:10]})")
 
@@ -254,7 +258,7 @@ def test_acked_unsubscribes_survive_kill9(start_broker, raw_client, fsync):
     assert len(acked) >= kill_after(fsync) // 2, f"only {len(acked)} UNSUBACKs before the kill"
     b.restart(sig=signal.SIGKILL)
     publish_each(b, "dur/u", acked)
-    back = sorted(acked & {int(p) for p in drain(raw_client, b, "dur-unsubs")})
+    back = sorted(acked & drained_ids(raw_client, b, "dur-unsubs"))
     assert not back, (f"fsync={fsync}: {len(back)} of {len(acked)} acknowledged unsubscribes undone by kill -9 "
                       f"(first: dur/u/{back[:10]})")
 
